@@ -30,7 +30,7 @@ type memExport struct {
 
 	gateOff  atomic.Int64 // I/O starting at this offset waits on gate; -1 off
 	gate     chan struct{}
-	entered  chan int64 // receives the offset of each gated call
+	entered  chan int64   // receives the offset of each gated call
 	failOff  atomic.Int64 // ReadAt/WriteAt covering this offset fail with EIO; -1 off
 	flushes  atomic.Int64
 	lastZero atomic.Value // ZeroFlags
@@ -139,9 +139,9 @@ func isZeroBytes(b []byte) bool {
 
 // testServer starts a server on a loopback TCP port.
 type testServer struct {
-	srv     *Server
-	addr    string
-	exports *ExportSet
+	srv      *Server
+	addr     string
+	exports  *ExportSet
 	serveErr chan error
 }
 
@@ -313,7 +313,9 @@ func metaData(name string, queries ...string) []byte {
 	return b
 }
 
-func put32a(b []byte, v uint32) []byte { return append(b, byte(v>>24), byte(v>>16), byte(v>>8), byte(v)) }
+func put32a(b []byte, v uint32) []byte {
+	return append(b, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
 
 // expectClosed asserts the server closes the connection without sending
 // anything more.

@@ -328,7 +328,7 @@ func TestMetaContext(t *testing.T) {
 	for _, bad := range [][]byte{
 		{0, 0, 0},
 		{0, 0, 0, 5, 'a', 0, 0, 0, 0},
-		append(metaData("a"), 0),                     // trailing byte
+		append(metaData("a"), 0),                       // trailing byte
 		{0, 0, 0, 1, 'a', 0, 0, 0, 1, 0, 0, 0, 9, 'b'}, // query overruns
 		{0, 0, 0, 1, 'a', 0, 0, 0, 2, 0, 0, 0, 0},      // count overruns
 	} {

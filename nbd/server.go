@@ -146,7 +146,7 @@ func (s *Server) refuse(nc net.Conn) {
 	if _, err := readFull(nc, hdr[:]); err != nil {
 		return
 	}
-	opt := be32(hdr[8:])
+	opt := be32(hdr[12:])
 	if opt == optExportName {
 		return
 	}

@@ -562,3 +562,5 @@ func (c *client) startTLS(cfg *tls.Config) error {
 }
 
 var _ = bytes.Equal
+
+var timeZero time.Time

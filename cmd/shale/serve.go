@@ -35,7 +35,9 @@ func serveCmd() *cobra.Command {
 Configuration comes from --config FILE (YAML), SHALE_* environment variables
 and the flags below; without a file shale serves the built-in defaults
 (a 16 GiB RAM volume vol0 on 127.0.0.1:10809). On SIGINT or SIGTERM it stops
-accepting, lets requests in flight finish, and exits 0.`,
+accepting, lets requests in flight finish, and exits 0.
+
+SHALE_CPUPROFILE=FILE writes a Go CPU profile of the whole run to FILE.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(v, file)

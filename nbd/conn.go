@@ -21,9 +21,12 @@ const (
 )
 
 // conn is one client connection. The goroutine running serve negotiates,
-// then becomes the reader; a writer goroutine sends every reply; up to
-// MaxInFlight worker goroutines (started on demand, kept for the life of
-// the connection) call the export.
+// then becomes the reader; up to MaxInFlight worker goroutines (started on
+// demand, kept for the life of the connection) call the export. Replies
+// are queued, and whichever goroutine finds no write in progress becomes
+// the connection's single writer until the queue is empty (flat
+// combining): there is never more than one writer, replies that complete
+// together share one writev, and no goroutine hand-off is needed per reply.
 type conn struct {
 	srv    *Server
 	log    *slog.Logger
@@ -54,13 +57,17 @@ type conn struct {
 
 	fl          flow
 	work        chan *request // reader -> workers
-	replies     chan *request // reader, workers -> writer
 	idleWorkers atomic.Int32
 	nworkers    int // owned by the reader
-	writerDone  chan struct{}
 	hdr         [requestLen]byte
 
-	// Writer state; owned by the writer goroutine.
+	// Reply queue. INVARIANT: at most one goroutine has writing set and
+	// owns the writer state below; it drains queue before clearing it.
+	qmu     sync.Mutex
+	queue   []*request
+	writing bool
+
+	// Writer state; owned by the goroutine that set writing.
 	vectored bool          // nc supports writev (TCP, Unix)
 	bw       *bufio.Writer // used when it does not (TLS)
 	iov      net.Buffers
@@ -229,9 +236,8 @@ func (c *conn) transmit() {
 	o := &c.srv.opts
 	c.fl.init(o.MaxInFlight, o.MaxInFlightBytes)
 	c.work = make(chan *request, o.MaxInFlight)
-	c.replies = make(chan *request, o.MaxInFlight)
-	c.writerDone = make(chan struct{})
-	c.batch = make([]*request, 0, maxBatch)
+	c.queue = make([]*request, 0, o.MaxInFlight)
+	c.batch = make([]*request, 0, o.MaxInFlight)
 	switch c.nc.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		c.vectored = true
@@ -239,13 +245,10 @@ func (c *conn) transmit() {
 		c.bw = bufio.NewWriterSize(c.nc, 64<<10)
 	}
 	c.phase.Store(phaseTransmitting)
-	go c.writer()
 	err := c.readLoop()
 	c.setReason(err)
 	close(c.work)
-	c.fl.waitIdle()
-	close(c.replies)
-	<-c.writerDone
+	c.fl.waitIdle() // every request answered (or dropped) and recycled
 	c.phase.Store(phaseClosed)
 	c.closeNet()
 }
@@ -314,7 +317,7 @@ func (c *conn) readLoop() error {
 		}
 		if errno != 0 {
 			c.fail(r, errno, msg)
-			c.replies <- r
+			c.reply(r)
 			continue
 		}
 		c.dispatch(r)
@@ -335,7 +338,7 @@ func (c *conn) worker() {
 	for r := range c.work {
 		c.idleWorkers.Add(-1)
 		c.process(r)
-		c.replies <- r
+		c.reply(r)
 		c.idleWorkers.Add(1)
 	}
 }
@@ -420,33 +423,22 @@ func (c *conn) validate(h *requestHeader) (uint32, string) {
 	return 0, ""
 }
 
-// maxBatch and maxBatchBytes bound the replies the writer sends in one
-// system call.
-const (
-	maxBatch      = 64
-	maxBatchBytes = 4 << 20
-)
-
-// writer sends replies in the order they complete, several per writev
-// when they are ready together, then recycles their requests.
-func (c *conn) writer() {
-	defer close(c.writerDone)
-	for r := range c.replies {
-		batch := append(c.batch[:0], r)
-		n := r.replyLen()
-	more:
-		for len(batch) < maxBatch && n < maxBatchBytes {
-			select {
-			case r2, ok := <-c.replies:
-				if !ok {
-					break more
-				}
-				batch = append(batch, r2)
-				n += r2.replyLen()
-			default:
-				break more
-			}
-		}
+// reply queues r's reply. If no write is in progress, the caller becomes
+// the writer: it sends everything queued, in completion order, and keeps
+// going until the queue is empty, then recycles the requests it sent.
+func (c *conn) reply(r *request) {
+	c.qmu.Lock()
+	c.queue = append(c.queue, r)
+	if c.writing {
+		c.qmu.Unlock()
+		return
+	}
+	c.writing = true
+	for len(c.queue) > 0 {
+		// Swap buffers: queue collects while batch is written.
+		batch := c.queue
+		c.queue = c.batch[:0]
+		c.qmu.Unlock()
 		if c.werr == nil {
 			if err := c.send(batch); err != nil {
 				c.werr = err
@@ -457,8 +449,11 @@ func (c *conn) writer() {
 			c.finish(r)
 			batch[i] = nil
 		}
+		c.qmu.Lock()
 		c.batch = batch[:0]
 	}
+	c.writing = false
+	c.qmu.Unlock()
 }
 
 func (c *conn) send(batch []*request) error {

@@ -17,18 +17,20 @@
 //
 // # Transmission
 //
-//	reader goroutine ──work──▶ workers (≤ MaxInFlight, started on demand) ──┐
-//	      │  (validation errors)                                          │
-//	      └──────────────────────────replies──────────────────────────────┴─▶ writer
+//	reader goroutine ──work──▶ workers (≤ MaxInFlight, started on demand)
+//	      │ validation errors            │ replies
+//	      └──────────────▶ reply queue ◀─┘ ──▶ one writer at a time (writev)
 //
 // The reader decodes and validates each request (and reads a WRITE's
-// payload), the workers call the Export concurrently, and one writer sends
-// the replies in completion order, each reply (header and payload) and
-// often several replies in one writev. A connection holds at most
-// MaxInFlight requests and MaxInFlightBytes of payload; when it is full the
-// reader stops reading the socket, which is the backpressure. Request
-// structs and payload buffers are recycled (size-class pools), so steady
-// state I/O allocates nothing.
+// payload), the workers call the Export concurrently, and replies go out
+// in completion order. A goroutine that queues a reply while no write is in
+// progress becomes the writer and sends everything queued, each reply
+// (header and payload) whole and usually several replies per writev, until
+// the queue is empty (flat combining: no writer goroutine to wake per
+// reply). A connection holds at most MaxInFlight requests and
+// MaxInFlightBytes of payload; when it is full the reader stops reading the
+// socket, which is the backpressure. Request structs and payload buffers
+// are recycled (size-class pools), so steady-state I/O allocates nothing.
 //
 // With structured replies a READ of a range the export reports as zeros
 // (Export.Extents) is answered with OFFSET_HOLE chunks, unless DF is set;

@@ -9,8 +9,8 @@ import (
 
 // benchExport is a flat RAM export for benchmarks: no extents, so READs
 // take the plain path.
-func benchExport(size int64) *memExport {
-	e := newMemExport(size, Features{Flush: true, Trim: true, WriteZeroes: true, MultiConn: true})
+func benchExport(size int64, nonBlocking bool) *memExport {
+	e := newMemExport(size, Features{Flush: true, Trim: true, WriteZeroes: true, MultiConn: true, NonBlocking: nonBlocking})
 	for i := range e.data {
 		e.data[i] = byte(i)
 	}
@@ -21,8 +21,13 @@ func benchExport(size int64) *memExport {
 // connection with qd in flight, using a client that allocates nothing, so
 // allocs/op is the server's.
 func benchIO(b *testing.B, typ uint16, size, qd int, random bool) {
+	b.Run("workers", func(b *testing.B) { benchIOMode(b, typ, size, qd, random, false) })
+	b.Run("inline", func(b *testing.B) { benchIOMode(b, typ, size, qd, random, true) })
+}
+
+func benchIOMode(b *testing.B, typ uint16, size, qd int, random, nonBlocking bool) {
 	const expSize = 256 << 20
-	ts := startServer(b, Options{}, map[string]Export{"a": benchExport(expSize)})
+	ts := startServer(b, Options{}, map[string]Export{"a": benchExport(expSize, nonBlocking)})
 	c := dial(b, ts.addr)
 	c.open("a", true, false)
 	c.c.SetDeadline(timeZero)

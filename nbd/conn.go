@@ -60,6 +60,8 @@ type conn struct {
 	idleWorkers atomic.Int32
 	nworkers    int // owned by the reader
 	hdr         [requestLen]byte
+	held        int // replies queued but not sent (inline mode); reader-owned
+	heldBytes   int
 
 	// Reply queue. INVARIANT: at most one goroutine has writing set and
 	// owns the writer state below; it drains queue before clearing it.
@@ -246,6 +248,7 @@ func (c *conn) transmit() {
 	}
 	c.phase.Store(phaseTransmitting)
 	err := c.readLoop()
+	c.flushHeld()
 	c.setReason(err)
 	close(c.work)
 	c.fl.waitIdle() // every request answered (or dropped) and recycled
@@ -261,6 +264,10 @@ func (c *conn) readLoop() error {
 	o := &c.srv.opts
 	st := &c.srv.stats
 	for {
+		if c.held > 0 && c.br.Buffered() < requestLen {
+			// About to wait for the client: answer what we have.
+			c.flushHeld()
+		}
 		if _, err := readFull(c.br, c.hdr[:]); err != nil {
 			if errors.Is(err, io.EOF) {
 				return errors.New("client closed the connection")
@@ -288,6 +295,9 @@ func (c *conn) readLoop() error {
 			if errno == 0 {
 				budget = int64(c.blockStatusBufLen(&h))
 			}
+		}
+		if c.held > 0 && !c.fl.canAcquire(budget) {
+			c.flushHeld()
 		}
 		r := c.fl.acquire(budget)
 		r.h = h
@@ -317,7 +327,16 @@ func (c *conn) readLoop() error {
 		}
 		if errno != 0 {
 			c.fail(r, errno, msg)
-			c.reply(r)
+			if c.feat.NonBlocking {
+				c.hold(r)
+			} else {
+				c.reply(r)
+			}
+			continue
+		}
+		if c.feat.NonBlocking && (h.typ != cmdRead && h.typ != cmdWrite || h.length <= maxInlineBytes) {
+			c.process(r)
+			c.hold(r)
 			continue
 		}
 		c.dispatch(r)
@@ -429,7 +448,48 @@ func (c *conn) validate(h *requestHeader) (uint32, string) {
 func (c *conn) reply(r *request) {
 	c.qmu.Lock()
 	c.queue = append(c.queue, r)
-	if c.writing {
+	c.writeLocked()
+}
+
+// hold queues r's reply without sending it; flushHeld sends what is held.
+// Only the reader holds replies (inline mode), so that requests answered
+// together go out in one writev.
+func (c *conn) hold(r *request) {
+	c.qmu.Lock()
+	c.queue = append(c.queue, r)
+	c.qmu.Unlock()
+	c.held++
+	c.heldBytes += r.replyLen()
+	if c.held >= maxHeld || c.heldBytes >= maxHeldBytes {
+		c.flushHeld()
+	}
+}
+
+// maxInlineBytes is the largest READ or WRITE a NonBlocking export runs
+// on the reader; larger ones go to workers so their copying overlaps.
+const maxInlineBytes = 128 << 10
+
+// Bounds on replies held back in inline mode.
+const (
+	maxHeld      = 32
+	maxHeldBytes = 1 << 20
+)
+
+// flushHeld sends the replies hold queued.
+func (c *conn) flushHeld() {
+	if c.held == 0 {
+		return
+	}
+	c.held, c.heldBytes = 0, 0
+	c.qmu.Lock()
+	c.writeLocked()
+}
+
+// writeLocked becomes the writer unless a write is in progress (whose
+// writer will send the queue), and sends until the queue is empty.
+// REQUIRES: c.qmu held; it is released on return.
+func (c *conn) writeLocked() {
+	if c.writing || len(c.queue) == 0 {
 		c.qmu.Unlock()
 		return
 	}

@@ -80,6 +80,13 @@ func (f *flow) acquire(n int64) *request {
 	return r
 }
 
+// canAcquire reports whether acquire(n) would return at once.
+func (f *flow) canAcquire(n int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inflight < f.maxInflight && (f.inflight == 0 || f.bytes+n <= f.maxBytes)
+}
+
 // release returns r, which held n bytes of budget.
 func (f *flow) release(r *request, n int64) {
 	f.mu.Lock()

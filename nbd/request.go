@@ -6,6 +6,10 @@ import (
 	"syscall"
 )
 
+// sparseReadMin is the smallest READ answered sparsely: below it the
+// Extents call costs more than sending the zeros.
+const sparseReadMin = 64 << 10
+
 // maxReadChunks bounds the content chunks of one sparse READ reply; the
 // rest of the range goes out as data.
 const maxReadChunks = 32
@@ -210,7 +214,7 @@ func (c *conn) read(r *request) {
 	}
 	r.bufp = getBuf(int(length))
 	r.data = (*r.bufp)[:length]
-	if c.sr && h.flags&cmdFlagDF == 0 && c.feat.Extents && !c.srv.opts.DenseReads && c.readSparse(r) {
+	if c.sr && length >= sparseReadMin && h.flags&cmdFlagDF == 0 && c.feat.Extents && !c.srv.opts.DenseReads && c.readSparse(r) {
 		return
 	}
 	if err := c.exp.ReadAt(c.ctx, r.data, off); err != nil {

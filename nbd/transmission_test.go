@@ -17,10 +17,24 @@ func pattern(n int, seed byte) []byte {
 	return b
 }
 
-func TestCommands(t *testing.T) {
+// modes runs f with the export's calls on workers and inline on the
+// reader (Features.NonBlocking).
+func modes(t *testing.T, f func(t *testing.T, feat Features)) {
+	for _, nb := range []bool{false, true} {
+		t.Run(map[bool]string{false: "workers", true: "inline"}[nb], func(t *testing.T) {
+			feat := allFeatures
+			feat.NonBlocking = nb
+			f(t, feat)
+		})
+	}
+}
+
+func TestCommands(t *testing.T) { modes(t, testCommands) }
+
+func testCommands(t *testing.T, feat Features) {
 	for _, sr := range []bool{false, true} {
 		t.Run(map[bool]string{false: "simple", true: "structured"}[sr], func(t *testing.T) {
-			exp := newMemExport(1<<20, allFeatures)
+			exp := newMemExport(1<<20, feat)
 			ts := startServer(t, Options{}, map[string]Export{"a": exp})
 			c := dial(t, ts.addr)
 			c.open("a", sr, sr)
@@ -75,17 +89,20 @@ func TestCommands(t *testing.T) {
 	}
 }
 
-func TestStructuredRead(t *testing.T) {
-	exp := newMemExport(1<<20, allFeatures)
+func TestStructuredRead(t *testing.T) { modes(t, testStructuredRead) }
+
+func testStructuredRead(t *testing.T, feat Features) {
+	exp := newMemExport(1<<20, feat)
 	ts := startServer(t, Options{}, map[string]Export{"a": exp})
 	c := dial(t, ts.addr)
 	c.open("a", true, true)
-	p := pattern(4096, 9)
-	c.mustOK(c.do(cmdWrite, 0, 8192, 4096, p))
-	// [0,8K) zero, [8K,12K) data, [12K,16K) zero: hole, data, hole.
-	r := c.do(cmdRead, 0, 0, 16384, nil)
-	got := c.readData(r, 0, 16384)
-	if !bytes.Equal(got[8192:12288], p) || !bytes.Equal(got[:8192], make([]byte, 8192)) {
+	const k = 64 << 10
+	p := pattern(k, 9)
+	c.mustOK(c.do(cmdWrite, 0, 2*k, k, p))
+	// [0,128K) zero, [128K,192K) data, [192K,256K) zero: hole, data, hole.
+	r := c.do(cmdRead, 0, 0, 4*k, nil)
+	got := c.readData(r, 0, 4*k)
+	if !bytes.Equal(got[2*k:3*k], p) || !bytes.Equal(got[:2*k], make([]byte, 2*k)) {
 		t.Fatalf("sparse read content wrong")
 	}
 	var types []uint16
@@ -101,17 +118,23 @@ func TestStructuredRead(t *testing.T) {
 		}
 	}
 	// DF: exactly one data chunk.
-	r = c.do(cmdRead, cmdFlagDF, 0, 16384, nil)
-	got = c.readData(r, 0, 16384)
-	if len(r.chunks) != 1 || r.chunks[0].typ != chunkOffsetData || !bytes.Equal(got[8192:12288], p) {
+	r = c.do(cmdRead, cmdFlagDF, 0, 4*k, nil)
+	got = c.readData(r, 0, 4*k)
+	if len(r.chunks) != 1 || r.chunks[0].typ != chunkOffsetData || !bytes.Equal(got[2*k:3*k], p) {
 		t.Errorf("DF read: %d chunks", len(r.chunks))
 	}
+	// Small reads are sent dense.
+	r = c.do(cmdRead, 0, 0, 4096, nil)
+	if len(r.chunks) != 1 || r.chunks[0].typ != chunkOffsetData {
+		t.Errorf("small read chunks %+v", r.chunks)
+	}
 	// All zeros: a single hole.
-	r = c.do(cmdRead, 0, 65536, 65536, nil)
-	c.readData(r, 65536, 65536)
+	r = c.do(cmdRead, 0, 4*k, k, nil)
+	c.readData(r, 4*k, k)
 	if len(r.chunks) != 1 || r.chunks[0].typ != chunkOffsetHole {
 		t.Errorf("zero read chunks %+v", r.chunks)
 	}
+	p = p[:4096]
 	// Many alternating extents: bounded chunk count, still exact.
 	for i := 0; i < 100; i++ {
 		c.mustOK(c.do(cmdWrite, 0, uint64(131072+8192*i), 4096, p))
@@ -130,7 +153,7 @@ func TestStructuredRead(t *testing.T) {
 	ts2 := startServer(t, Options{DenseReads: true}, map[string]Export{"a": exp})
 	c2 := dial(t, ts2.addr)
 	c2.open("a", true, false)
-	if r := c2.do(cmdRead, 0, 0, 16384, nil); len(r.chunks) != 1 || r.chunks[0].typ != chunkOffsetData {
+	if r := c2.do(cmdRead, 0, 0, 4*k, nil); len(r.chunks) != 1 || r.chunks[0].typ != chunkOffsetData {
 		t.Errorf("dense read: %+v", r.chunks)
 	}
 }
@@ -160,8 +183,10 @@ func TestReadError(t *testing.T) {
 	c.read(0, 512)
 }
 
-func TestBlockStatus(t *testing.T) {
-	exp := newMemExport(1<<20, allFeatures)
+func TestBlockStatus(t *testing.T) { modes(t, testBlockStatus) }
+
+func testBlockStatus(t *testing.T, feat Features) {
+	exp := newMemExport(1<<20, feat)
 	ts := startServer(t, Options{MaxExtents: 4}, map[string]Export{"a": exp})
 	c := dial(t, ts.addr)
 	c.open("a", true, true)
@@ -215,9 +240,11 @@ func TestBlockStatus(t *testing.T) {
 // TestBadRequests covers the transmission rows of the checklist's §1.10:
 // each bad request gets its prescribed error and the connection goes on
 // (the follow-up READ proves the stream is in sync), or is dropped.
-func TestBadRequests(t *testing.T) {
+func TestBadRequests(t *testing.T) { modes(t, testBadRequests) }
+
+func testBadRequests(t *testing.T, feat Features) {
 	exports := map[string]Export{
-		"rw":      newMemExport(1<<20, allFeatures),
+		"rw":      newMemExport(1<<20, feat),
 		"ro":      newMemExport(1<<20, Features{ReadOnly: true, Flush: true, Extents: true}),
 		"plain":   newMemExport(1<<20, Features{}),
 		"aligned": newMemExport(1<<20, Features{Flush: true, BlockSize: BlockSize{Min: 512}}),
@@ -348,10 +375,12 @@ func TestOutOfOrder(t *testing.T) {
 
 // TestConcurrentModel runs several connections, each with many requests
 // in flight on its own region, against a model, under -race.
-func TestConcurrentModel(t *testing.T) {
+func TestConcurrentModel(t *testing.T) { modes(t, testConcurrentModel) }
+
+func testConcurrentModel(t *testing.T, feat Features) {
 	const region = 256 << 10
 	const conns = 4
-	exp := newMemExport(conns*region, allFeatures)
+	exp := newMemExport(conns*region, feat)
 	ts := startServer(t, Options{MaxInFlight: 8, MaxInFlightBytes: 64 << 10}, map[string]Export{"a": exp})
 	var wg sync.WaitGroup
 	for ci := range conns {

@@ -27,6 +27,7 @@ func (e ramExport) Features() nbd.Features {
 		Cache:       true,
 		Extents:     true,
 		MultiConn:   true,
+		NonBlocking: true, // memory only: no call waits
 		BlockSize:   nbd.BlockSize{Min: 1, Preferred: ram.PageSize, Max: 32 << 20},
 	}
 }

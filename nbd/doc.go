@@ -37,10 +37,9 @@
 // until the reader would wait for the client and then sent in one writev;
 // this saves the goroutine switches that dominate small I/O.
 //
-// With structured replies a READ of 64 KiB or more over a range the export
-// reports as zeros
-// (Export.Extents) is answered with OFFSET_HOLE chunks, unless DF is set;
-// errors are ERROR chunks with a short message (qemu rejects non-data
+// With structured replies, the zero ranges (Export.Extents) of a READ of
+// 64 KiB or more are sent as OFFSET_HOLE chunks, unless DF is set; errors
+// are ERROR chunks with a short message (qemu rejects non-data
 // chunks over 1000 bytes). BLOCK_STATUS returns coalesced base:allocation
 // descriptors, at most MaxExtents, exactly one with REQ_ONE.
 //

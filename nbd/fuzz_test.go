@@ -14,6 +14,9 @@ import (
 func fuzzServer(t testing.TB) *Server {
 	set := NewExportSet()
 	set.Add("a", "fuzz export", newMemExport(1<<20, allFeatures))
+	nb := allFeatures
+	nb.NonBlocking = true
+	set.Add("nb", "inline export", newMemExport(1<<20, nb))
 	set.Add("ro", "", newMemExport(64<<10, Features{ReadOnly: true, BlockSize: BlockSize{Min: 512}}))
 	s, err := NewServer(Options{Exports: set, Logger: quietLogger(), MaxPayload: 64 << 10, MaxInFlight: 4, MaxOptions: 16, MaxExtents: 64, HandshakeTimeout: 5 * time.Second})
 	if err != nil {
@@ -59,8 +62,10 @@ func FuzzRequest(f *testing.F) {
 		f.Add(seed)
 	}
 	s := fuzzServer(f)
-	prefix := goPrefix()
+	prefixes := [][]byte{goPrefix("a"), goPrefix("nb")}
 	f.Fuzz(func(t *testing.T, input []byte) {
+		// The input's length picks the export: workers or inline.
+		prefix := prefixes[len(input)%2]
 		runConn(t, s, append(prefix[:len(prefix):len(prefix)], input...))
 	})
 }
@@ -96,12 +101,12 @@ func cat(parts ...[]byte) []byte {
 
 var clientFlags3 = []byte{0, 0, 0, 3}
 
-// goPrefix is a full handshake: SR, base:allocation, GO "a".
-func goPrefix() []byte {
+// goPrefix is a full handshake: SR, base:allocation, GO export.
+func goPrefix(export string) []byte {
 	return cat(clientFlags3,
 		optBytes(optStructuredReply, nil),
-		optBytes(optSetMetaContext, metaData("a", metaContextBaseAllocation)),
-		optBytes(optGo, infoData("a", infoBlockSize)))
+		optBytes(optSetMetaContext, metaData(export, metaContextBaseAllocation)),
+		optBytes(optGo, infoData(export, infoBlockSize)))
 }
 
 func handshakeSeeds() [][]byte {
@@ -112,7 +117,7 @@ func handshakeSeeds() [][]byte {
 		cat(clientFlags3, optBytes(optStartTLS, nil), optBytes(optExtendedHeaders, nil), optBytes(99, []byte("xyz"))),
 		cat([]byte{0, 0, 0, 1}, optBytes(optExportName, []byte("a")), reqBytes(cmdRead, 0, 1, 0, 512, nil), reqBytes(cmdDisc, 0, 2, 0, 0, nil)),
 		cat(clientFlags3, optBytes(optExportName, []byte("nope"))),
-		cat(goPrefix(), reqBytes(cmdRead, 0, 1, 0, 4096, nil), reqBytes(cmdDisc, 0, 2, 0, 0, nil)),
+		cat(goPrefix("a"), reqBytes(cmdRead, 0, 1, 0, 4096, nil), reqBytes(cmdDisc, 0, 2, 0, 0, nil)),
 		cat(clientFlags3, optBytes(optGo, infoData("ro"))),
 		[]byte("NBDMAGIC garbage"),
 	}

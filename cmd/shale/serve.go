@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,10 @@ Configuration comes from --config FILE (YAML), SHALE_* environment variables
 and the flags below; without a file shale serves the built-in defaults
 (a 16 GiB RAM volume vol0 on 127.0.0.1:10809). On SIGINT or SIGTERM it stops
 accepting, lets requests in flight finish, and exits 0.
+
+Started with systemd-style socket activation (LISTEN_PID, LISTEN_FDS), as
+libnbd's tools do for "nbdinfo [ shale serve ]", it serves the sockets it
+was given instead of listen and socket.
 
 SHALE_CPUPROFILE=FILE writes a Go CPU profile of the whole run to FILE.`,
 		Args: cobra.NoArgs,
@@ -136,6 +141,36 @@ func buildExports(cfg *config.Config) (*nbd.ExportSet, error) {
 	return set, errors.Join(errs...)
 }
 
+// activatedListeners returns the listening sockets passed by systemd-style
+// socket activation (LISTEN_PID is us, LISTEN_FDS sockets from fd 3), or
+// nil when there are none.
+func activatedListeners() ([]net.Listener, error) {
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("socket activation: LISTEN_FDS=%q", os.Getenv("LISTEN_FDS"))
+	}
+	os.Unsetenv("LISTEN_PID")
+	os.Unsetenv("LISTEN_FDS")
+	os.Unsetenv("LISTEN_FDNAMES")
+	var lns []net.Listener
+	for fd := 3; fd < 3+n; fd++ {
+		f := os.NewFile(uintptr(fd), fmt.Sprintf("activated-fd-%d", fd))
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("socket activation: fd %d: %w", fd, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
 // listenUnix listens on path, replacing a stale socket file left by a
 // server that is gone but refusing to steal one that still answers.
 func listenUnix(path string) (net.Listener, error) {
@@ -172,20 +207,27 @@ func serve(ctx context.Context, cfg *config.Config, shutdownTimeout time.Duratio
 	if err != nil {
 		return err
 	}
-	var lns []net.Listener
+	lns, err := activatedListeners()
+	if err != nil {
+		return err
+	}
+	activated := lns != nil
 	closeAll := func() {
 		for _, ln := range lns {
 			ln.Close()
 		}
 	}
-	if cfg.Listen != "" {
+	if lns != nil {
+		// Socket activation (systemd, or libnbd's "nbdinfo [ shale serve ]"):
+		// serve only the sockets we were given.
+	} else if cfg.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
 		lns = append(lns, ln)
 	}
-	if cfg.Socket != "" {
+	if cfg.Socket != "" && !activated {
 		ln, err := listenUnix(cfg.Socket)
 		if err != nil {
 			closeAll()

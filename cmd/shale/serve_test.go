@@ -208,3 +208,39 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version %q", s)
 	}
 }
+
+// TestSocketActivation passes a listening socket as fd 3 with LISTEN_PID
+// and LISTEN_FDS, the way systemd and libnbd's "nbdinfo [ CMD ]" do.
+func TestSocketActivation(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The configured listen address is unusable: only fd 3 may be served.
+	cfgFile := writeConfig(t, "listen: 192.0.2.1:1\nlog: {level: warn}\nvolumes:\n  - {name: v, size: 1M, ram: true}\n")
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -test.run='^$'`, os.Args[0])
+	cmd.Env = append(os.Environ(), "SHALE_TEST_RUN_MAIN=1", "SHALE_TEST_ARGS=serve --config "+cfgFile)
+	cmd.ExtraFiles = []*os.File{f}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nbdRoundTrip(t, conn, "v", 0)
+	conn.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+}

@@ -109,7 +109,9 @@ func TestTLSOff(t *testing.T) {
 
 func TestTLSOn(t *testing.T) {
 	pki := makePKI(t)
-	ts := startServer(t, Options{TLSMode: TLSOn, TLSConfig: pki.serverConfig(false)}, map[string]Export{"a": newMemExport(1<<20, allFeatures)})
+	inline := allFeatures
+	inline.NonBlocking = true // replies written by the reader over TLS
+	ts := startServer(t, Options{TLSMode: TLSOn, TLSConfig: pki.serverConfig(false)}, map[string]Export{"a": newMemExport(1<<20, inline)})
 	// Plaintext is allowed.
 	c := dial(t, ts.addr)
 	c.open("a", true, true)

@@ -536,3 +536,29 @@ func TestHandshakeTimeout(t *testing.T) {
 	c := dial(t, ts.addr)
 	c.expectClosed()
 }
+
+// TestShutdownIdle: idle connections, inline or not, close promptly.
+func TestShutdownIdle(t *testing.T) {
+	inline := allFeatures
+	inline.NonBlocking = true
+	ts := startServer(t, Options{}, map[string]Export{"a": newMemExport(1<<20, allFeatures), "b": newMemExport(1<<20, inline)})
+	var cs []*client
+	for _, name := range []string{"a", "b"} {
+		c := dial(t, ts.addr)
+		c.open(name, true, false)
+		c.read(0, 4096)
+		cs = append(cs, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown took %v", d)
+	}
+	for _, c := range cs {
+		c.expectClosed()
+	}
+}

@@ -5,7 +5,6 @@ package nbd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -560,7 +559,5 @@ func (c *client) startTLS(cfg *tls.Config) error {
 	c.br = bufio.NewReader(tc)
 	return nil
 }
-
-var _ = bytes.Equal
 
 var timeZero time.Time

@@ -13,7 +13,7 @@ func put16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
 func put32(b []byte, v uint32) { binary.BigEndian.PutUint32(b, v) }
 func put64(b []byte, v uint64) { binary.BigEndian.PutUint64(b, v) }
 
-// readFull is io.ReadFull without the interface conversion at call sites.
+// readFull reads exactly len(b) bytes from r (io.ReadFull).
 func readFull(r io.Reader, b []byte) (int, error) { return io.ReadFull(r, b) }
 
 func putGreeting(b []byte) {

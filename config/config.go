@@ -54,6 +54,15 @@ type Volume struct {
 	RAM bool `mapstructure:"ram"`
 	// Description is shown to clients that list exports.
 	Description string `mapstructure:"description"`
+	// ReadOnly serves the volume read-only: clients see NBD_FLAG_READ_ONLY
+	// and writes, trims and zeroes fail with EPERM.
+	ReadOnly bool `mapstructure:"read_only"`
+	// MinBlockSize is the minimum block size advertised in
+	// NBD_INFO_BLOCK_SIZE: clients that ask for block sizes align every
+	// request to it, and misaligned requests get EINVAL. A power of two
+	// from 1 to 4096 that divides Size; 0 means the volume's natural
+	// minimum (1 for RAM volumes).
+	MinBlockSize int `mapstructure:"min_block_size"`
 }
 
 // TLS modes.
@@ -204,6 +213,9 @@ func (c *Config) Validate() error {
 			bad(key+".size", "missing or not positive")
 		} else if vol.Size%4096 != 0 {
 			bad(key+".size", "%d is not a multiple of 4096", int64(vol.Size))
+		}
+		if b := vol.MinBlockSize; b != 0 && (b < 1 || b > 4096 || b&(b-1) != 0) {
+			bad(key+".min_block_size", "%d is not a power of two from 1 to 4096", b)
 		}
 	}
 	switch c.TLS.Mode {

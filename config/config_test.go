@@ -34,6 +34,7 @@ func TestFileEnvAndErrors(t *testing.T) {
 listen: 127.0.0.1:9999
 volumes:
   - {name: a, size: 64M, ram: true}
+  - {name: b, size: 1M, ram: true, read_only: true, min_block_size: 512}
 drives:
   - {backend: sim, size: 1G, seed: 7}
 geometry: {data: 1, parity: 0, au_size: 1M, write_unit: 64K}
@@ -46,21 +47,27 @@ geometry: {data: 1, parity: 0, au_size: 1M, write_unit: 64K}
 	if c.Listen != "127.0.0.1:9999" || c.Volumes[0].Size != 64<<20 || c.Log.Level != "debug" {
 		t.Fatalf("got %+v", c)
 	}
+	if b := c.Volumes[1]; !b.ReadOnly || b.MinBlockSize != 512 || c.Volumes[0].ReadOnly || c.Volumes[0].MinBlockSize != 0 {
+		t.Fatalf("read_only/min_block_size: %+v", c.Volumes)
+	}
 	if c.Drives[0].Options["seed"] != 7 {
 		t.Fatalf("backend option not passed through: %+v", c.Drives[0])
 	}
 
 	cases := map[string]string{
-		"volumes: [{name: a, size: 12X}]":         "volumes[0].size",
-		"volumes: [{name: a@b, size: 1M}]":        "volumes[0].name",
-		"volumes: [{name: a, size: 1000}]":        "volumes[0].size",
-		"tls: {mode: maybe}":                      "tls.mode",
-		"tls: {mode: require}":                    "tls.cert",
-		"drives: [{backend: tape, path: /x}]":     "drives[0].backend",
-		"drives: [{backend: file, path: /x}]":     "geometry",
-		"geometry: {au_size: 3M, write_unit: 2M}": "geometry.au_size",
-		"log: {format: xml}":                      "log.format",
-		"lisen: 1.2.3.4:5":                        "lisen",
+		"volumes: [{name: a, size: 12X}]":                      "volumes[0].size",
+		"volumes: [{name: a@b, size: 1M}]":                     "volumes[0].name",
+		"volumes: [{name: a, size: 1000}]":                     "volumes[0].size",
+		"volumes: [{name: a, size: 1M, min_block_size: 3}]":    "volumes[0].min_block_size",
+		"volumes: [{name: a, size: 1M, min_block_size: 8192}]": "volumes[0].min_block_size",
+		"volumes: [{name: a, size: 1M, read_only: maybe}]":     "read_only",
+		"tls: {mode: maybe}":                                   "tls.mode",
+		"tls: {mode: require}":                                 "tls.cert",
+		"drives: [{backend: tape, path: /x}]":                  "drives[0].backend",
+		"drives: [{backend: file, path: /x}]":                  "geometry",
+		"geometry: {au_size: 3M, write_unit: 2M}":              "geometry.au_size",
+		"log: {format: xml}":                                   "log.format",
+		"lisen: 1.2.3.4:5":                                     "lisen",
 	}
 	for text, key := range cases {
 		_, err := Load(New(), write(text))

@@ -11,7 +11,9 @@ import (
 // ramExport adapts a ram.Volume to nbd.Export; core/ram does not import
 // nbd.
 type ramExport struct {
-	v *ram.Volume
+	v        *ram.Volume
+	readOnly bool   // config read_only
+	minBlock uint32 // config min_block_size; 0: 1
 }
 
 var _ nbd.Export = ramExport{}
@@ -20,6 +22,7 @@ func (e ramExport) Size() int64 { return e.v.Size() }
 
 func (e ramExport) Features() nbd.Features {
 	return nbd.Features{
+		ReadOnly:    e.readOnly,
 		Flush:       true,
 		Trim:        true,
 		WriteZeroes: true,
@@ -28,7 +31,7 @@ func (e ramExport) Features() nbd.Features {
 		Extents:     true,
 		MultiConn:   true,
 		NonBlocking: true, // memory only: no call waits
-		BlockSize:   nbd.BlockSize{Min: 1, Preferred: ram.PageSize, Max: 32 << 20},
+		BlockSize:   nbd.BlockSize{Min: max(e.minBlock, 1), Preferred: ram.PageSize, Max: 32 << 20},
 	}
 }
 

@@ -131,7 +131,7 @@ func buildExports(cfg *config.Config) (*nbd.ExportSet, error) {
 			errs = append(errs, fmt.Errorf("volumes[%d] (%s): %w", i, vol.Name, err))
 			continue
 		}
-		if err := set.Add(vol.Name, vol.Description, ramExport{v: rv}); err != nil {
+		if err := set.Add(vol.Name, vol.Description, ramExport{v: rv, readOnly: vol.ReadOnly, minBlock: uint32(vol.MinBlockSize)}); err != nil {
 			errs = append(errs, fmt.Errorf("volumes[%d]: %w", i, err))
 		}
 	}

@@ -244,3 +244,34 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatalf("exit: %v\n%s", err, stderr.String())
 	}
 }
+
+func TestBuildExportsVolumeKeys(t *testing.T) {
+	cfgFile := writeConfig(t, `
+listen: 127.0.0.1:0
+volumes:
+  - {name: rw, size: 1M, ram: true}
+  - {name: ro, size: 1M, ram: true, read_only: true, min_block_size: 512}
+`)
+	cfg, err := config.Load(config.New(), cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := buildExports(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		readOnly bool
+		min      uint32
+	}{{"rw", false, 1}, {"ro", true, 512}} {
+		exp, _, ok := set.Lookup(tc.name)
+		if !ok {
+			t.Fatalf("no export %s", tc.name)
+		}
+		f := exp.Features()
+		if f.ReadOnly != tc.readOnly || f.BlockSize.Min != tc.min {
+			t.Errorf("%s: ReadOnly %v BlockSize %+v; want %v, min %d", tc.name, f.ReadOnly, f.BlockSize, tc.readOnly, tc.min)
+		}
+	}
+}

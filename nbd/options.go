@@ -59,6 +59,18 @@ type Options struct {
 	// is TLSOff. For client-certificate checks set ClientAuth to
 	// tls.RequireAndVerifyClientCert and ClientCAs. MinVersion is raised to
 	// TLS 1.2 if lower.
+	//
+	// When ClientAuth asks for client certificates and MaxVersion is 0,
+	// MaxVersion becomes TLS 1.2. Under TLS 1.3 GnuTLS 3.7 (Debian 12's
+	// libnbd, qemu and nbd-client) sends no RSA client certificate to a
+	// crypto/tls server: it picks a certificate only for a key type named
+	// in the CertificateRequest's signature schemes, and crypto/tls lists
+	// RSA keys only through the RSA-PSS schemes, which GnuTLS files under
+	// RSA-PSS keys. The client then fails the handshake with "certificate
+	// required". Under TLS 1.2 the request names certificate types and
+	// both RSA and ECDSA client certificates work. Set MaxVersion to
+	// tls.VersionTLS13 to allow TLS 1.3 anyway (ECDSA and Ed25519 client
+	// certificates work there).
 	TLSConfig *tls.Config
 	// TLSMode: off, on or require.
 	TLSMode TLSMode
@@ -128,6 +140,9 @@ func (o Options) withDefaults() (Options, error) {
 		cfg := o.TLSConfig.Clone()
 		if cfg.MinVersion < tls.VersionTLS12 {
 			cfg.MinVersion = tls.VersionTLS12
+		}
+		if cfg.ClientAuth != tls.NoClientCert && cfg.MaxVersion == 0 {
+			cfg.MaxVersion = tls.VersionTLS12 // see TLSConfig
 		}
 		o.TLSConfig = cfg
 	default:

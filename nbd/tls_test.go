@@ -209,3 +209,40 @@ func TestTLSRequire(t *testing.T) {
 		t.Errorf("handshake failures %d", ts.srv.Stats().HandshakesFailed)
 	}
 }
+
+// TestTLSVersionWithClientCerts: a server that asks for client
+// certificates stays at TLS 1.2 unless told otherwise, because GnuTLS 3.7
+// clients cannot send an RSA client certificate to crypto/tls under TLS
+// 1.3 (see Options.TLSConfig); without client certificates TLS 1.3 is used.
+func TestTLSVersionWithClientCerts(t *testing.T) {
+	pki := makePKI(t)
+	for _, tc := range []struct {
+		name          string
+		verifyClients bool
+		maxVersion    uint16
+		want          uint16
+	}{
+		{"no client certs", false, 0, tls.VersionTLS13},
+		{"client certs", true, 0, tls.VersionTLS12},
+		{"client certs, MaxVersion 1.3", true, tls.VersionTLS13, tls.VersionTLS13},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := pki.serverConfig(tc.verifyClients)
+			cfg.MaxVersion = tc.maxVersion
+			ts := startServer(t, Options{TLSMode: TLSRequire, TLSConfig: cfg}, map[string]Export{"a": newMemExport(1<<20, allFeatures)})
+			c := dial(t, ts.addr)
+			c.sendFlags(clientFixedNewstyle | clientNoZeroes)
+			if err := c.startTLS(pki.clientConfig(&pki.client)); err != nil {
+				t.Fatal(err)
+			}
+			if v := c.c.(*tls.Conn).ConnectionState().Version; v != tc.want {
+				t.Errorf("negotiated %s, want %s", tls.VersionName(v), tls.VersionName(tc.want))
+			}
+			c.connect("a", true, true)
+			c.read(0, 512)
+			if cfg.MaxVersion != tc.maxVersion {
+				t.Errorf("the caller's tls.Config was changed")
+			}
+		})
+	}
+}

@@ -455,11 +455,14 @@ func (c *conn) reply(r *request) {
 // Only the reader holds replies (inline mode), so that requests answered
 // together go out in one writev.
 func (c *conn) hold(r *request) {
+	// Measure r before queueing it: once queued, a worker that becomes
+	// the writer may send and recycle it at any moment.
+	n := r.replyLen()
 	c.qmu.Lock()
 	c.queue = append(c.queue, r)
 	c.qmu.Unlock()
 	c.held++
-	c.heldBytes += r.replyLen()
+	c.heldBytes += n
 	if c.held >= maxHeld || c.heldBytes >= maxHeldBytes {
 		c.flushHeld()
 	}

@@ -562,3 +562,46 @@ func TestShutdownIdle(t *testing.T) {
 		c.expectClosed()
 	}
 }
+
+// TestInlineWithWorkers mixes, on one connection to a NonBlocking export,
+// small requests the reader runs inline (their replies held for one
+// writev) with large ones that go to workers, whose writer may send the
+// held replies. Under -race this caught the reader reading a held reply
+// after a worker had sent and recycled it.
+func TestInlineWithWorkers(t *testing.T) {
+	feat := allFeatures
+	feat.NonBlocking = true
+	const big = 2 * maxInlineBytes // runs on a worker
+	exp := newMemExport(8<<20, feat)
+	ts := startServer(t, Options{}, map[string]Export{"a": exp})
+	c := dial(t, ts.addr)
+	c.open("a", true, false)
+	model := make([]byte, 8<<20)
+	for round := range 30 {
+		const n = 48
+		for i := range n {
+			if i%3 == 2 {
+				c.request(cmdRead, 0, uint64(i), uint64(4<<20), big, nil)
+				continue
+			}
+			off := uint64((round*n + i) % 1024 * 4096)
+			d := pattern(4096, byte(round+i))
+			copy(model[off:], d)
+			c.request(cmdWrite, 0, uint64(i), off, 4096, d)
+		}
+		for range n {
+			r := c.mustReply()
+			if r.errno != 0 {
+				t.Fatalf("round %d: reply %+v", round, r)
+			}
+			if r.cookie%3 == 2 {
+				if got := c.readData(r, 4<<20, big); !bytes.Equal(got, model[4<<20:4<<20+big]) {
+					t.Fatalf("round %d: read differs", round)
+				}
+			}
+		}
+	}
+	if got := c.read(0, 4<<20); !bytes.Equal(got, model[:4<<20]) {
+		t.Fatalf("data differs from the model")
+	}
+}

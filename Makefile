@@ -3,7 +3,7 @@
 GO ?= go
 FUZZTIME ?= 20s
 
-.PHONY: test vet unit race fuzz build bench
+.PHONY: test vet unit race fuzz build bench e2e bench-nbd
 
 build:
 	$(GO) build ./...
@@ -25,3 +25,13 @@ fuzz:
 	done
 
 test: vet race fuzz
+
+# End-to-end tests only: the shale binary against real NBD clients and the
+# kernel client in a VM (see test/e2e/doc.go). Part of race, so of test.
+e2e:
+	$(GO) test -race -count=1 -timeout 20m -v ./test/e2e/
+
+# NBD front end against nbdkit memory (needs ../shared/peerbench or
+# PEERBENCH_DIR); about 10 minutes with the default 5 rounds.
+bench-nbd:
+	bench/nbd-vs-nbdkit.sh

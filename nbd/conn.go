@@ -334,7 +334,7 @@ func (c *conn) readLoop() error {
 			}
 			continue
 		}
-		if c.feat.NonBlocking && (h.typ != cmdRead && h.typ != cmdWrite || h.length <= maxInlineBytes) {
+		if c.feat.NonBlocking && (h.typ != cmdRead || h.length <= maxInlineBytes) {
 			c.process(r)
 			c.hold(r)
 			continue
@@ -468,8 +468,13 @@ func (c *conn) hold(r *request) {
 	}
 }
 
-// maxInlineBytes is the largest READ or WRITE a NonBlocking export runs
-// on the reader; larger ones go to workers so their copying overlaps.
+// maxInlineBytes is the largest READ a NonBlocking export runs on the
+// reader; larger ones go to workers, so that sending a big reply (which
+// may wait for the client to read) does not stop the reader. WRITEs run
+// inline at any size: the payload is already in memory and storing it is
+// a copy no slower than reading it was, while a hand-off to a worker
+// costs two goroutine switches per request (1 MiB sequential writes with
+// fio were 20-40% faster inline on a 2-core machine).
 const maxInlineBytes = 128 << 10
 
 // Bounds on replies held back in inline mode.

@@ -33,9 +33,10 @@
 // are recycled (size-class pools), so steady-state I/O allocates nothing.
 //
 // An export whose Features say NonBlocking (a RAM volume) has its
-// requests up to 128 KiB run on the reader itself, with their replies held
-// until the reader would wait for the client and then sent in one writev;
-// this saves the goroutine switches that dominate small I/O.
+// requests run on the reader itself (all but READs over 128 KiB), with
+// their replies held until the reader would wait for the client and then
+// sent in one writev; this saves the goroutine switches that dominate
+// small I/O and large writes.
 //
 // With structured replies, the zero ranges (Export.Extents) of a READ of
 // 64 KiB or more are sent as OFFSET_HOLE chunks, unless DF is set; errors

@@ -354,15 +354,11 @@ func (r result) String() string {
 	return fmt.Sprintf("exit: %v\nstdout:\n%s\nstderr:\n%s", r.err, tail(r.stdout, 60), tail(r.stderr, 60))
 }
 
-// exec runs name with args (in dir if not empty) under toolTimeout.
-func execTool(dir string, env []string, name string, args ...string) result {
+// execTool runs name with args under toolTimeout.
+func execTool(name string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
@@ -376,7 +372,7 @@ func execTool(dir string, env []string, name string, args ...string) result {
 // run runs a tool that must succeed and returns its stdout.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	r := execTool("", nil, name, args...)
+	r := execTool(name, args...)
 	if r.err != nil {
 		t.Fatalf("%s %s failed\n%s", name, quoteArgs(args), r)
 	}
@@ -386,7 +382,7 @@ func run(t *testing.T, name string, args ...string) string {
 // runFail runs a tool that must fail and returns what it printed.
 func runFail(t *testing.T, name string, args ...string) result {
 	t.Helper()
-	r := execTool("", nil, name, args...)
+	r := execTool(name, args...)
 	if r.err == nil {
 		t.Fatalf("%s %s succeeded; it should have failed\n%s", name, quoteArgs(args), r)
 	}
@@ -406,7 +402,7 @@ func python(t *testing.T, script string, args ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := execTool("", nil, pythonPath, append([]string{path}, args...)...)
+	r := execTool(pythonPath, append([]string{path}, args...)...)
 	out := strings.TrimRight(r.stdout, "\n")
 	if r.err != nil || !strings.HasSuffix(out, "PASS") {
 		t.Fatalf("%s %s failed\n%s", script, quoteArgs(args), r)

@@ -43,21 +43,30 @@ func factory(t *testing.T, kind backend.Kind, file bool, opts map[string]any) ba
 }
 
 func TestConformance(t *testing.T) {
-	for _, c := range []struct {
+	type config struct {
 		name string
 		kind backend.Kind
 		file bool
 		opts map[string]any
-	}{
-		{"memory/virtual", backend.SSD, false, map[string]any{"seed": 1}},
-		{"file/virtual", backend.SSD, true, map[string]any{"seed": 2}},
-		{"memory/virtual/align4096", backend.SSD, false, map[string]any{"seed": 3, "alignment": 4096}},
-		{"memory/virtual/nvram", backend.NVRAM, false, map[string]any{"seed": 4}},
-		// Real time with the NVRAM profile's microsecond latencies, and the
-		// SSD profile without latency: the suite's waits stay short.
-		{"memory/real/nvram", backend.NVRAM, false, map[string]any{"seed": 5, "time": "real"}},
-		{"file/real/zero-latency", backend.SSD, true, map[string]any{"seed": 6, "time": "real", "zero_latency": true}},
-	} {
+	}
+	// Three runs cover every mode: memory and file, virtual and real time,
+	// ssd and nvram, 512 and 4096 alignment. Real time uses the NVRAM
+	// profile's microsecond latencies or no latency, so waits stay short.
+	configs := []config{
+		{"memory/virtual/ssd", backend.SSD, false, map[string]any{"seed": 1}},
+		{"file/real/ssd-zero-latency", backend.SSD, true, map[string]any{"seed": 2, "time": "real", "zero_latency": true}},
+		{"memory/real/nvram/align4096", backend.NVRAM, false, map[string]any{"seed": 3, "time": "real", "alignment": 4096}},
+	}
+	if *long {
+		configs = append(configs,
+			config{"file/virtual/ssd", backend.SSD, true, map[string]any{"seed": 4}},
+			config{"memory/virtual/ssd/align4096", backend.SSD, false, map[string]any{"seed": 5, "alignment": 4096}},
+			config{"memory/virtual/nvram", backend.NVRAM, false, map[string]any{"seed": 6}},
+			config{"file/real/nvram", backend.NVRAM, true, map[string]any{"seed": 7, "time": "real"}},
+			config{"memory/real/ssd", backend.SSD, false, map[string]any{"seed": 8, "time": "real"}},
+		)
+	}
+	for _, c := range configs {
 		t.Run(c.name, func(t *testing.T) { backendtest.Run(t, factory(t, c.kind, c.file, c.opts)) })
 	}
 }

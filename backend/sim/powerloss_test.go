@@ -161,10 +161,14 @@ func TestModel(t *testing.T) {
 		align int
 		file  bool
 	}
+	seeds, steps := int64(2), 1200
+	if *long {
+		seeds, steps = 10, 10000
+	}
 	for _, c := range []cfg{{"mem512", 512, false}, {"mem4096", 4096, false}, {"file512", 512, true}} {
-		for seed := int64(1); seed <= 4; seed++ {
+		for seed := int64(1); seed <= seeds; seed++ {
 			t.Run(fmt.Sprintf("%s/seed=%d", c.name, seed), func(t *testing.T) {
-				runModel(t, c.align, c.file, seed, 1500)
+				runModel(t, c.align, c.file, seed, steps)
 			})
 		}
 	}

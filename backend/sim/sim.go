@@ -83,6 +83,9 @@ type Options struct {
 	// Clock is the virtual clock (Virtual mode); nil gives the device its
 	// own. Share one among the drives of an array.
 	Clock *Clock
+	// Rail, if set, is the power supply this device shares with others:
+	// a power cut of one (PowerLoss, a PowerCut fault, Rail.Cut) cuts all.
+	Rail *Rail
 	// Path, if set, keeps the contents in a sparse file there instead of
 	// memory. An existing file of exactly Size bytes is reused with its
 	// contents (FTL state and wear start fresh); an empty or missing one is
@@ -117,6 +120,10 @@ type Device struct {
 	gen    int64 // power cycles
 	clock  *Clock
 	real   time.Time // Real mode: device time 0
+	rail   *Rail
+	// railEpoch is the rail's epoch when this device was powered on; a
+	// different epoch means the rail has been cut since.
+	railEpoch int64
 
 	state  atomic.Int32
 	faults faultSet
@@ -214,6 +221,10 @@ func New(opts Options) (*Device, error) {
 		seed:   uint64(opts.Seed),
 		clock:  opts.Clock,
 		real:   time.Now(),
+		rail:   opts.Rail,
+	}
+	if d.rail != nil {
+		d.railEpoch = d.rail.epoch.Load()
 	}
 	d.faults.seed = d.seed
 	drv := newDrive(geo)
@@ -274,7 +285,10 @@ func (d *Device) successor(st store, drv *drive, gen int64) *Device {
 	nd := &Device{
 		opts: d.opts, prof: d.prof, geo: d.geo, log: d.log, name: d.name,
 		sector: d.sector, size: d.size, seed: d.seed, gen: gen, clock: d.clock, real: d.real,
-		st: st, drv: drv,
+		rail: d.rail, st: st, drv: drv,
+	}
+	if nd.rail != nil {
+		nd.railEpoch = nd.rail.epoch.Load()
 	}
 	nd.faults.seed = mix(d.seed, uint64(gen))
 	now := nd.now()
@@ -319,10 +333,18 @@ func (d *Device) AddFault(f Fault) FaultID { return d.faults.add(f) }
 // RemoveFault uninstalls a rule; unknown ids are ignored.
 func (d *Device) RemoveFault(id FaultID) { d.faults.remove(id) }
 
+// powered reports whether the device's rail (if any) still has power.
+func (d *Device) powered() bool {
+	return d.rail == nil || d.rail.epoch.Load() == d.railEpoch
+}
+
 // stateErr returns the error for a device that is not usable, or nil.
 func (d *Device) stateErr(op string, off int64) error {
 	switch d.state.Load() {
 	case stateOK:
+		if !d.powered() {
+			return fmt.Errorf("%s: %s at %d: power is cut (rail): %w", d.name, op, off, backend.ErrFailed)
+		}
 		return nil
 	case stateClosed:
 		return fmt.Errorf("%s: %s at %d: %w", d.name, op, off, backend.ErrClosed)
@@ -365,7 +387,7 @@ func (d *Device) begin(ctx context.Context, op Op, opName string, off, n int64, 
 			return fx, nil // applied first, then cut
 		}
 		d.mu.Lock()
-		d.cutLocked()
+		d.cutRailLocked()
 		d.mu.Unlock()
 		return fx, fmt.Errorf("%s: %s at %d: injected power cut: %w", d.name, opName, off, backend.ErrFailed)
 	case fx.failStop:
@@ -475,7 +497,7 @@ func (d *Device) WriteAt(ctx context.Context, buf []byte, off int64) error {
 	end, err := d.drv.timeWrite(d, d.now(), off, n, &fx)
 	d.tmu.Unlock()
 	if fx.powerCut {
-		d.cutLocked()
+		d.cutRailLocked()
 		d.mu.Unlock()
 		return fmt.Errorf("%s: write at %d: injected power cut: %w", d.name, off, backend.ErrFailed)
 	}
@@ -513,7 +535,7 @@ func (d *Device) Discard(ctx context.Context, off, length int64) error {
 	end := d.drv.timeDiscard(d, d.now(), off, length, &fx)
 	d.tmu.Unlock()
 	if fx.powerCut {
-		d.cutLocked()
+		d.cutRailLocked()
 		d.mu.Unlock()
 		return fmt.Errorf("%s: discard at %d: injected power cut: %w", d.name, off, backend.ErrFailed)
 	}
@@ -560,6 +582,15 @@ func (d *Device) dropUndoLocked() {
 	}
 }
 
+// cutRailLocked cuts the power of d and of every device on its rail.
+// REQUIRES: mu held exclusively.
+func (d *Device) cutRailLocked() {
+	if d.rail != nil && d.powered() && d.state.Load() == stateOK {
+		d.rail.Cut()
+	}
+	d.cutLocked()
+}
+
 // cutLocked cuts power: the device fails from now on and d.revived (or
 // d.reviveErr) is the device as it comes back. REQUIRES: mu held
 // exclusively.
@@ -590,8 +621,9 @@ func (d *Device) cutLocked() {
 	d.log.Debug("sim: power cut", "unsynced_writes", unsynced, "power_cycle", d.gen+1)
 }
 
-// PowerLoss cuts power now (unless a PowerCut fault already did) and
-// returns the device as it comes back: synced data intact, each write or
+// PowerLoss cuts power now (unless a PowerCut fault or the rail already
+// did; with a Rail it cuts every device on it) and returns the device as it
+// comes back: synced data intact, each write or
 // discard since the last Sync kept, dropped or torn at sector granularity
 // as the seed decides. From then on d fails every call with
 // backend.ErrFailed (Stats keeps working). The new device has d's options,
@@ -611,7 +643,7 @@ func (d *Device) PowerLoss() (*Device, error) {
 	if d.state.Load() == stateClosed {
 		return nil, fmt.Errorf("%s: power loss: %w", d.name, backend.ErrClosed)
 	}
-	d.cutLocked()
+	d.cutRailLocked()
 	if d.revived == nil {
 		return nil, d.reviveErr
 	}
@@ -620,22 +652,33 @@ func (d *Device) PowerLoss() (*Device, error) {
 	return nd, nil
 }
 
-// PoweredOff reports whether power has been cut (by PowerLoss or a
-// PowerCut fault).
-func (d *Device) PoweredOff() bool { return d.state.Load() == stateOff }
+// PoweredOff reports whether power has been cut (by PowerLoss, a PowerCut
+// fault or the device's Rail).
+func (d *Device) PoweredOff() bool {
+	return d.state.Load() == stateOff || d.state.Load() == stateOK && !d.powered()
+}
 
 // Close implements backend.Device as an orderly shutdown: the drive flushes
 // its cache, so every write survives (see Reopen). Calls after Close fail
 // with backend.ErrClosed. Closing a device twice returns
-// backend.ErrClosed.
+// backend.ErrClosed. Closing a device whose power is cut discards the
+// device PowerLoss would have returned; a backing file keeps the
+// post-crash image.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch d.state.Load() {
-	case stateClosed:
+	switch {
+	case d.state.Load() == stateClosed:
 		return fmt.Errorf("%s: close: %w", d.name, backend.ErrClosed)
-	case stateOff:
+	case d.state.Load() == stateOff || !d.powered():
+		// Power is cut: the drive keeps its post-crash image (a backing
+		// file holds it, ready for New) and nothing more can be asked of it.
+		d.cutLocked()
 		d.state.Store(stateClosed)
+		if d.revived != nil {
+			d.revived.st.close()
+			d.revived, d.handedOff = nil, true
+		}
 		return nil
 	}
 	return d.closeLocked()
@@ -672,7 +715,7 @@ func (d *Device) Reopen() (*Device, error) {
 	}
 	d.tmu.Lock()
 	drv := d.drv
-	if drv == nil || d.state.Load() == stateOff {
+	if drv == nil || d.state.Load() == stateOff || !d.powered() {
 		d.tmu.Unlock()
 		return nil, fmt.Errorf("%s: reopen: power was cut; use PowerLoss: %w", d.name, backend.ErrFailed)
 	}

@@ -1,56 +1,93 @@
 // Package sim is a simulated SSD (or NVRAM part) behind backend.Device:
 // the crashable, fault-injectable fake every recovery test of shale runs
-// on, modelled closely enough to test I/O scheduling.
+// on, modelled closely enough to test I/O scheduling. Everything random
+// derives from Options.Seed, so a run repeats exactly.
+//
+//	d, _ := sim.New(sim.Options{Size: 64 << 20, Seed: 1})
+//	d.AddFault(sim.Fault{Op: sim.OpWrite, Nth: 100, Effect: sim.PowerCut})
+//	... run a workload until calls fail with backend.ErrFailed ...
+//	d2, _ := d.PowerLoss() // the drive as it comes back; recover from it
+//
+// It registers itself as backend "sim" (see SpecOptions for its keys).
 //
 // # Model
 //
 // Contents: a logical image of Size bytes in 4 KiB pages, kept in memory
 // (sparse) or in a sparse backing file at Options.Path (same offsets, so
 // the file is the drive's image). Reads of never-written or discarded
-// ranges return zeros. The logical block size (Alignment) is 512 by
-// default (4096 selectable); a write that covers only part of a 4 KiB page
-// costs a read-modify-write inside the drive (Stats.RMWPages). Partial-page
-// discards zero the sectors but leave the page mapped.
+// ranges return zeros.
 //
-// Flash: an FTL (ftl.go) maps logical pages to NAND pages in erase blocks
-// over dies and planes, with over-provisioning, open blocks, greedy garbage
-// collection and wear counts. It keeps no bytes; it decides where NAND time
-// is spent and feeds Stats (write amplification, P/E per block).
+// Alignment: 512-byte logical blocks by default, as on the 512e drives
+// most hosts see, so the NVRAM log may commit single sectors and power
+// loss tears writes at sector granularity; 4096 is selectable
+// (Profile.Alignment, option "alignment"). Inside the drive the mapping
+// unit is 4 KiB: a write that covers part of a page costs a
+// read-modify-write (Stats.RMWPages) and a whole page program. The engine's
+// 4 KiB-aligned I/O never pays it. Partial-page discards zero the sectors
+// but leave the page mapped.
 //
-// Time (die.go): each die runs one NAND operation at a time; programs and
-// erases queue; a host read jumps the queue but waits for the operation in
+// Flash (ftl.go): logical pages map to NAND pages in erase blocks over dies
+// and planes, with over-provisioning, an open block per plane for host
+// writes and one for GC, greedy garbage collection (fewest valid pages),
+// FIFO reuse of erased blocks (dynamic wear levelling) and per-block P/E
+// counts. The FTL keeps no bytes; it decides where NAND time goes and
+// feeds Stats (write amplification, GC moves, wear).
+//
+// Time (die.go, timing.go): each die runs one NAND operation at a time
+// (multi-plane operations count once); programs, GC moves and erases
+// queue; a host read jumps the queue but waits for the operation in
 // progress, so a read that lands on a die that is erasing waits up to an
-// erase time (Stats.ReadStalls). Writes return when their data is in the
-// write cache (Profile.CacheBytes; write-through when 0); Sync waits for
-// queued programs. With Options.Time = Virtual the latency is counted on a
-// Clock, not waited; with Real the caller sleeps it.
+// erase time (Stats.ReadStalls, ReadStallsErase). Writes return when their
+// data is in the write cache (Profile.CacheBytes; write-through when 0) and
+// stall when it is full; Sync waits for queued programs; the host link
+// limits bandwidth. With Options.Time = Virtual the latency is counted on a
+// Clock (shareable between devices) and never waited, so tests can assert
+// on latencies exactly; with Real the caller sleeps it.
 //
 // # Durability and power loss
 //
-// Every write and discard is durable only after a later Sync returns.
+// A write or discard is durable only after a later Sync returns.
 // PowerLoss cuts power: the device fails every later call with
-// backend.ErrFailed and PowerLoss returns the device as it comes back, in
+// backend.ErrFailed, and PowerLoss returns the device as it comes back, in
 // which synced data is intact and each write or discard since the last
 // Sync was kept, dropped or torn (each of its sectors kept or not) at
 // random, a sector holding the latest kept write that covers it. The
-// choices derive from Options.Seed and the number of power cycles, so the
-// same seed and calls give the same image byte for byte. Close is an
-// orderly shutdown: every write is kept. Until the next Sync the device
-// keeps the old contents of every unsynced write (about one copy of the
-// unsynced data; whole-page overwrites in memory move the old page instead
-// of copying it).
+// choices derive from Options.Seed and the number of power cycles: the
+// same seed and calls give the same image byte for byte. Devices sharing a
+// Rail lose power together. Close is an orderly shutdown (every write kept;
+// Reopen gives the drive back).
+//
+// Until the next Sync the device keeps the old contents of every unsynced
+// write (about one copy of the unsynced data; in memory, whole-page
+// overwrites move the old page rather than copying it), so a workload that
+// never syncs grows by what it writes.
 //
 // # Faults
 //
-// AddFault installs rules (fault.go): match by operation, Nth match, range
-// and probability; fail-stop, error, slow, silent corruption or power cut.
-// Rules do not carry over PowerLoss or Reopen.
+// AddFault installs rules (fault.go) matching by operation, Nth match,
+// offset range and seeded probability, once or sticky, with effects
+// fail-stop, error (ErrFailed or ErrCorrupt), slow, silent bit rot and
+// power cut. Rules do not carry over PowerLoss or Reopen.
+//
+// # Simplifications
+//
+// Reads of data still in the write cache are served by NAND, not the
+// cache. GC moves only metadata (the store is keyed by logical offset).
+// There is no program/erase suspend, no static wear levelling, no channel
+// contention between dies (only the host link is shared), and no wear-out.
+// The FTL state (mapping, wear) is not persisted in a backing file: a new
+// Device over an existing file maps its allocated extents afresh with zero
+// wear. With Virtual time, a call starts at the clock's value when it is
+// issued, so calls from several goroutines overlap in virtual time only if
+// issued before either completes; per-call latencies are exact regardless.
 //
 // # Limits
 //
-// Size ≤ about 16 TiB of NAND (physical page numbers are 32-bit). Memory:
+// Size ≤ about 16 TiB of NAND (32-bit physical page numbers). Memory:
 // 4 KiB per written page in memory mode, plus about 8 bytes per written page
-// and 40 bytes per erase block for the FTL.
+// and 40 bytes per erase block for the FTL. Small devices get smaller
+// erase blocks, planes and dies than their profile (Geometry), which also
+// raises their effective over-provisioning.
 package sim
 
 import (

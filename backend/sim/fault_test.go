@@ -86,7 +86,7 @@ func TestFaultErrorOnceAndSticky(t *testing.T) {
 	}
 	d.RemoveFault(sid)
 	// A failed sync made nothing durable: the write may still be lost.
-	if d.recs == nil || len(d.recs) == 0 {
+	if d.undo.pending() == 0 {
 		t.Fatal("failed sync dropped the unsynced record")
 	}
 }

@@ -128,6 +128,12 @@ type Options struct {
 	// contents (FTL state and wear start fresh); an empty or missing one is
 	// created. Only one Device may use a path at a time.
 	Path string
+	// MaxUnsyncedBytes bounds the old contents kept for unsynced writes
+	// (what power loss may roll back): past it the oldest unsynced writes
+	// are destaged, i.e. become durable as if the drive had flushed them
+	// (Stats.Destaged). 0 means DefaultMaxUnsyncedBytes; negative means no
+	// limit.
+	MaxUnsyncedBytes int64
 	// Name identifies the device in errors and logs ("drives[3]").
 	Name string
 	// Logger receives power-loss and fault events; nil means
@@ -169,8 +175,7 @@ type Device struct {
 	// and Close hold it exclusively. Lock order: mu, then tmu.
 	mu           sync.RWMutex
 	st           store
-	recs         []undoRec
-	frags        []frag
+	undo         undoLog
 	revived      *Device // after a power cut: the device as it comes back
 	reviveErr    error
 	successorErr error // why PowerLoss or Reopen cannot hand out a device
@@ -264,6 +269,7 @@ func New(opts Options) (*Device, error) {
 		d.railEpoch = d.rail.epoch.Load()
 	}
 	d.faults.seed = d.seed
+	d.undo.limit = unsyncedLimit(opts.MaxUnsyncedBytes)
 	drv := newDrive(geo)
 	var existed bool
 	if opts.Path == "" {
@@ -290,6 +296,16 @@ func New(opts Options) (*Device, error) {
 		"path", opts.Path, "reused", existed, "dies", geo.Dies, "planes", geo.Planes, "pages_per_block", geo.PagesPerBlock,
 		"blocks", geo.Blocks, "overprovision", geo.OverProvision)
 	return d, nil
+}
+
+func unsyncedLimit(n int64) int64 {
+	switch {
+	case n == 0:
+		return DefaultMaxUnsyncedBytes
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 func newDrive(geo Geometry) *drive {
@@ -324,6 +340,8 @@ func (d *Device) successor(st store, drv *drive, gen int64) *Device {
 		sector: d.sector, size: d.size, seed: d.seed, gen: gen, clock: d.clock, real: d.real,
 		rail: d.rail, st: st, drv: drv,
 	}
+	nd.undo.limit = d.undo.limit
+	nd.undo.destaged.Store(d.undo.destaged.Load())
 	if nd.rail != nil {
 		nd.railEpoch = nd.rail.epoch.Load()
 	}
@@ -519,13 +537,13 @@ func (d *Device) WriteAt(ctx context.Context, buf []byte, off int64) error {
 		d.mu.Unlock()
 		return err
 	}
-	lo := len(d.frags)
-	if err := d.st.write(buf, off, &d.frags); err != nil {
-		d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
+	lo := d.undo.mark()
+	err = d.st.write(buf, off, &d.undo.frags)
+	d.undo.commit(lo, d.st)
+	if err != nil {
 		d.mu.Unlock()
 		return d.ioErr("write", off, err)
 	}
-	d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
 	if err := d.applyFlipsLocked(fx.flips); err != nil {
 		d.mu.Unlock()
 		return d.ioErr("write", off, err)
@@ -557,9 +575,9 @@ func (d *Device) Discard(ctx context.Context, off, length int64) error {
 		d.mu.Unlock()
 		return err
 	}
-	lo := len(d.frags)
-	err = d.st.zero(off, length, &d.frags)
-	d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
+	lo := d.undo.mark()
+	err = d.st.zero(off, length, &d.undo.frags)
+	d.undo.commit(lo, d.st)
 	if err != nil {
 		d.mu.Unlock()
 		return d.ioErr("discard", off, err)
@@ -609,14 +627,7 @@ func (d *Device) Sync(ctx context.Context) error {
 // dropUndoLocked makes everything written durable. REQUIRES: mu held
 // exclusively.
 func (d *Device) dropUndoLocked() {
-	for i := range d.frags {
-		d.st.release(&d.frags[i])
-	}
-	clear(d.frags)
-	d.frags, d.recs = d.frags[:0], d.recs[:0]
-	if cap(d.frags) > 1<<16 { // don't hoard after a burst
-		d.frags, d.recs = nil, nil
-	}
+	d.undo.drop(d.st)
 }
 
 // cutRailLocked cuts the power of d and of every device on its rail.
@@ -641,11 +652,9 @@ func (d *Device) cutLocked() {
 	d.final = d.statsLocked()
 	d.drv = nil
 	d.tmu.Unlock()
-	unsynced := len(d.recs)
+	unsynced := d.undo.pending()
 	rng := rand.New(rand.NewPCG(mix(d.seed, 0x9017e7), uint64(d.gen)))
-	err := crash(d.st, d.recs, d.frags, rng, d.sector)
-	clear(d.frags)
-	d.frags, d.recs = nil, nil
+	err := d.undo.crash(d.st, rng, d.sector)
 	st := d.st
 	d.st = nil
 	if err != nil {
@@ -809,6 +818,7 @@ func (d *Device) statsLocked() Stats {
 		Read: v.hist[histRead].summary(), Write: v.hist[histWrite].summary(),
 		Sync: v.hist[histSync].summary(), Discard: v.hist[histDiscard].summary(),
 		Geometry: d.geo,
+		Destaged: d.undo.destaged.Load(),
 	}
 	if c.writeBytes > 0 {
 		s.WriteAmplification = float64(f.programs*PageSize) / float64(c.writeBytes)

@@ -60,6 +60,10 @@ type Stats struct {
 	// Latency of host calls as the caller saw them.
 	Read, Write, Sync, Discard Latency
 
+	// Destaged counts unsynced writes made durable early because the
+	// unsynced data exceeded Options.MaxUnsyncedBytes.
+	Destaged int64
+
 	// Geometry is the NAND layout in use.
 	Geometry Geometry
 }

@@ -2,8 +2,8 @@ package backendtest
 
 import (
 	"context"
-	"errors"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"

@@ -98,6 +98,8 @@ func (h *history) verify(t testing.TB, dev backend.Device, opts Options) *Log {
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
+	t.Logf("recovered: trim %d, %d entries replayed up to seq %d, %d acknowledged up to %d, %d/%d bytes in use",
+		trim, len(seen), maxSeen, len(h.acked), h.maxAck, l.Stats().BytesInUse, l.Stats().RegionBytes)
 	for seq := range h.acked {
 		if seq > trim && !seen[seq] {
 			t.Fatalf("acknowledged seq %d missing (trim %d, replayed up to %d)", seq, trim, maxSeen)
@@ -263,20 +265,24 @@ func (w workload) run(l *Log, h *history, seed uint64, stop <-chan struct{}) {
 	<-trimmerDone
 }
 
-// crashAt opens the formatted log on dev, runs w on it and cuts power the
-// k-th time the log reaches point (or stops after maxRun). It returns the
-// device after the cut, or nil if the point was not reached.
-func crashAt(t testing.TB, dev crashable, opts Options, w workload, point string, k int, seed uint64, h *history, maxRun time.Duration) crashable {
+// crashAt opens the formatted log on dev, runs w on it and, once warmup
+// batches are durable, cuts power the k-th time the log reaches point (or
+// stops after maxRun). It returns the device after the cut, or nil if the
+// point was not reached.
+func crashAt(t testing.TB, dev crashable, opts Options, w workload, point string, warmup, k int, seed uint64, h *history, maxRun time.Duration) crashable {
 	t.Helper()
 	var after crashable
-	var hits atomic.Int64
+	var hits, batches atomic.Int64
 	stop := make(chan struct{})
 	var once sync.Once
 	o := opts
 	var rngMu sync.Mutex
 	rng := rand.New(rand.NewPCG(seed, 5))
 	o.CrashHook = func(p string) {
-		if p != point || hits.Add(1) != int64(k) {
+		if p == CrashBatchSynced {
+			batches.Add(1)
+		}
+		if p != point || batches.Load() < int64(warmup) || hits.Add(1) != int64(k) {
 			// Pause now and then, so that the cut lands in windows other
 			// goroutines open (a trim's superblock written but not synced
 			// while a batch is written, ...).
@@ -341,7 +347,7 @@ func TestCrashPoints(t *testing.T) {
 				if err := Format(context.Background(), dev, crashOpts()); err != nil {
 					t.Fatal(err)
 				}
-				after := crashAt(t, dev, crashOpts(), w, point, k, seed, h, 5*time.Second)
+				after := crashAt(t, dev, crashOpts(), w, point, rng.IntN(400), k, seed, h, 5*time.Second)
 				if after == nil {
 					t.Fatalf("seed %d: point %s not reached %d times", seed, point, k)
 				}
@@ -373,7 +379,7 @@ func TestCrashRandom(t *testing.T) {
 		}
 		for round := range 2 {
 			point := points[rng.IntN(len(points))]
-			after := crashAt(t, dev, crashOpts(), w, point, 1+rng.IntN(40), seed+uint64(round)<<32, h, 200*time.Millisecond)
+			after := crashAt(t, dev, crashOpts(), w, point, rng.IntN(600), 1+rng.IntN(20), seed+uint64(round)<<32, h, time.Second)
 			if after == nil {
 				after = dev // not reached: a clean shutdown, checked the same way
 			}

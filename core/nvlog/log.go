@@ -648,7 +648,8 @@ func (l *Log) Commit(ctx context.Context, entry []byte) (uint64, error) {
 //
 // CommitAsync blocks only while the open batch is full (both batch buffers
 // busy, or the log full and waiting for Trim): that is the log pushing back
-// on the pipeline.
+// on the pipeline. So it must not be called from the goroutine that is
+// responsible for calling Trim.
 func (l *Log) CommitAsync(entry []byte, done func(seq uint64, err error)) {
 	need, err := l.entryBytes(len(entry))
 	if err != nil {

@@ -389,3 +389,104 @@ func TestCrashRandom(t *testing.T) {
 		}
 	}
 }
+
+// TestCrashFormat cuts power after Format's first superblock copy is
+// durable, over a device that holds an old log: Open must find the new,
+// empty log, never the old one and never nothing.
+func TestCrashFormat(t *testing.T) {
+	ctx := context.Background()
+	for seed := range uint64(8) {
+		dev := newCrashDev(t, crashDevBytes, seed)
+		old := crashOpts()
+		if err := Format(ctx, dev, old); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(ctx, dev, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10 + int(seed)*7 {
+			if _, err := l.Commit(ctx, payload(uint64(i), 500)); err != nil {
+				t.Fatal(err)
+			}
+			if i%4 == 3 {
+				if err := l.Trim(ctx, l.DurableSeq()-1); err != nil { // several superblock generations
+					t.Fatal(err)
+				}
+			}
+		}
+		l.Close()
+		var after crashable
+		o := crashOpts()
+		o.UUID[15] ^= 0xff // another array takes the device over
+		o.Force = true
+		o.FirstSeq = 500
+		o.CrashHook = func(p string) {
+			if p == CrashFormatFirstCopy && after == nil {
+				after = dev.cut(t)
+			}
+		}
+		if err := Format(ctx, dev, o); err == nil {
+			t.Fatal("format survived the power cut")
+		}
+		if after == nil {
+			t.Fatal("crash point not reached")
+		}
+		if _, err := Open(ctx, after, old); !errors.Is(err, ErrIdentity) {
+			t.Fatalf("seed %d: open as the old array: %v, want ErrIdentity", seed, err)
+		}
+		o.CrashHook = nil
+		l, err = Open(ctx, after, o)
+		if err != nil {
+			t.Fatalf("seed %d: open the new log: %v", seed, err)
+		}
+		if got := replayAll(t, l); len(got) != 0 {
+			t.Fatalf("seed %d: new log replays %d entries", seed, len(got))
+		}
+		if seq, err := l.Commit(ctx, payload(1, 10)); err != nil || seq != 500 {
+			t.Fatalf("seed %d: first commit: seq %d err %v", seed, seq, err)
+		}
+		l.Close()
+	}
+}
+
+// TestCrashOpen cuts power during recovery itself (after Open cleared the
+// tail, before its sync), following a first cut in mid-workload.
+func TestCrashOpen(t *testing.T) {
+	seeds := 6
+	if *long {
+		seeds = 200
+	}
+	points := slices.DeleteFunc(slices.Clone(CrashPoints), func(p string) bool {
+		return p == CrashFormatFirstCopy || p == CrashOpenTailCleared
+	})
+	for s := range seeds {
+		seed := uint64(s) + 5000
+		rng := rand.New(rand.NewPCG(seed, 4))
+		h := newHistory()
+		dev := newCrashDev(t, crashDevBytes, seed)
+		if err := Format(context.Background(), dev, crashOpts()); err != nil {
+			t.Fatal(err)
+		}
+		point := points[rng.IntN(len(points))]
+		after := crashAt(t, dev, crashOpts(), randomWorkload(rng, 8, 12<<10), point, rng.IntN(300), 1+rng.IntN(5), seed, h, time.Second)
+		if after == nil {
+			after = dev
+		}
+		var again crashable
+		o := crashOpts()
+		o.CrashHook = func(p string) {
+			if p == CrashOpenTailCleared {
+				again = after.cut(t)
+			}
+		}
+		if _, err := Open(context.Background(), after, o); err == nil {
+			t.Fatal("open survived the power cut")
+		}
+		if again == nil {
+			t.Fatal("crash point not reached")
+		}
+		l := h.verify(t, again, crashOpts())
+		l.Close()
+	}
+}

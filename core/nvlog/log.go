@@ -925,7 +925,11 @@ func (l *Log) Trim(ctx context.Context, upTo uint64) error {
 		l.mu.Unlock()
 		return err
 	}
-	if upTo <= l.trimSeq {
+	// A trim at or below the trim point does nothing, unless whole batches
+	// lie at or below it (a superblock written by another implementation,
+	// or damaged in a way that still checks): then they are released.
+	upTo = max(upTo, l.trimSeq)
+	if upTo == l.trimSeq && (l.locs.len() == 0 || l.locs.front().last() > upTo) {
 		l.mu.Unlock()
 		return nil
 	}

@@ -25,6 +25,10 @@ type modelEntry struct {
 }
 
 func (m *model) add(seq uint64, data []byte) {
+	m.maxSeq = max(m.maxSeq, seq)
+	if seq <= m.trim {
+		return // trimmed already: a trim may pass an ack still on its way
+	}
 	i, found := slices.BinarySearchFunc(m.entries, seq, func(e modelEntry, s uint64) int { return cmpU64(e.seq, s) })
 	if found {
 		panic(fmt.Sprintf("model: seq %d twice", seq))
@@ -66,6 +70,14 @@ type modelRun struct {
 	// unacked holds entries whose commit failed, by seq: after a cut they
 	// may or may not be replayed.
 	unacked map[uint64][]byte
+	trace   []string // the last steps, for failure messages
+}
+
+func (r *modelRun) note(format string, args ...any) {
+	if len(r.trace) >= 12 {
+		r.trace = r.trace[1:]
+	}
+	r.trace = append(r.trace, fmt.Sprintf(format, args...))
 }
 
 func (r *modelRun) open() {
@@ -101,7 +113,14 @@ func (r *modelRun) check(what string) {
 		r.t.Fatalf("%s: trim point %d, model %d", what, r.l.TrimSeq(), r.m.trim)
 	}
 	if len(got) != len(r.m.entries) {
-		r.t.Fatalf("%s: replayed %d entries, model has %d (trim %d)", what, len(got), len(r.m.entries), r.m.trim)
+		var gs, ms []uint64
+		for _, g := range got {
+			gs = append(gs, g.seq)
+		}
+		for _, e := range r.m.entries {
+			ms = append(ms, e.seq)
+		}
+		r.t.Fatalf("%s: replayed %d entries %v, model has %d %v (trim %d); last ops %v", what, len(got), gs, len(r.m.entries), ms, r.m.trim, r.trace)
 	}
 	for i, g := range got {
 		if w := r.m.entries[i]; g.seq != w.seq || !bytes.Equal(g.entry, w.data) {
@@ -190,6 +209,7 @@ func (r *modelRun) commit(k int) int {
 				continue
 			}
 			r.m.trimTo(upTo)
+			r.note("full: trim %d", upTo)
 		}
 	}
 	return acked
@@ -201,7 +221,9 @@ func (r *modelRun) step() {
 	switch op := r.rng.IntN(20); {
 	case op < 11:
 		r.ops["commit"]++
-		r.commit(1 + r.rng.IntN(6))
+		k := 1 + r.rng.IntN(6)
+		n := r.commit(k)
+		r.note("commit %d: %d acked, max seq %d, trim %d", k, n, r.m.maxSeq, r.m.trim)
 	case op < 15:
 		r.ops["trim"]++
 		s := r.l.Stats()
@@ -217,11 +239,13 @@ func (r *modelRun) step() {
 			r.t.Fatalf("trim to %d: %v", upTo, err)
 		}
 		r.m.trimTo(upTo)
+		r.note("trim %d", upTo)
 	case op < 17:
 		r.ops["reopen"]++
 		r.close()
 		r.open()
 		r.check("reopen")
+		r.note("reopen")
 	case op < 18:
 		// Power loss while idle: everything acknowledged is synced.
 		r.ops["power loss idle"]++
@@ -229,6 +253,7 @@ func (r *modelRun) step() {
 		r.dev = r.dev.cut(r.t)
 		r.open()
 		r.check("power loss while idle")
+		r.note("power loss idle")
 	default:
 		// Power loss in the middle of commits (and the trims they need):
 		// acknowledged entries must be there; others may be, whole.
@@ -246,6 +271,7 @@ func (r *modelRun) step() {
 		r.cutMu.Unlock()
 		r.open()
 		r.adopt()
+		r.note("power loss busy: trim %d, max seq %d, %d live", r.m.trim, r.m.maxSeq, len(r.m.entries))
 		clear(r.unacked) // their seqs may be handed out again
 	}
 	if s := r.l.Stats(); s.BytesInUse > s.RegionBytes || s.TrimSeq != r.m.trim {

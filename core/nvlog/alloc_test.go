@@ -108,6 +108,10 @@ func TestCommitAllocs(t *testing.T) {
 	}
 	wg.Wait()
 
+	if a := testing.AllocsPerRun(100, func() { _ = l.Stats() }); a != 0 {
+		t.Errorf("Stats: %v allocations per call", a)
+	}
+
 	// Many committers: count every allocation in the process over a run.
 	const workers, each = 16, 2000
 	run := func() {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,11 @@ import (
 )
 
 var long = flag.Bool("long", false, "run the long crash and model soaks")
+
+func TestMain(m *testing.M) {
+	slog.SetDefault(quiet) // backends log through the default logger
+	os.Exit(m.Run())
+}
 
 // crashable is a device that can lose power.
 type crashable interface {

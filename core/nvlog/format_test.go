@@ -267,7 +267,8 @@ func TestHistogram(t *testing.T) {
 	for i := int64(1); i <= 1000; i++ {
 		h.record(i * int64(time.Microsecond))
 	}
-	q := h.quantiles(0.5, 0.99, 1)
+	var q [3]time.Duration
+	h.quantiles([]float64{0.5, 0.99, 1}, q[:])
 	if q[0] < 480*time.Microsecond || q[0] > 570*time.Microsecond {
 		t.Fatalf("p50 %v", q[0])
 	}

@@ -1066,7 +1066,8 @@ func (l *Log) Stats() Stats {
 		s.MeanBatchEntries = float64(s.Commits) / float64(s.Batches)
 		s.MeanBatchBytes = float64(s.DeviceBytes) / float64(s.Batches)
 	}
-	q := l.stats.lat.quantiles(0.5, 0.99, 0.999)
+	var q [3]time.Duration
+	l.stats.lat.quantiles([]float64{0.5, 0.99, 0.999}, q[:])
 	s.LatencyP50, s.LatencyP99, s.LatencyP999 = q[0], q[1], q[2]
 	s.LatencyMax = time.Duration(l.stats.lat.max.Load())
 	l.mu.Lock()

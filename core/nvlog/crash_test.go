@@ -380,17 +380,21 @@ func TestCrashRandom(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 2))
 		w := randomWorkload(rng, 16, 20<<10)
 		h := newHistory()
+		o := crashOpts()
+		if rng.IntN(4) == 0 {
+			o.MaxDelay = time.Duration(1+rng.IntN(200)) * time.Microsecond
+		}
 		var dev crashable = newCrashDev(t, crashDevBytes, seed)
-		if err := Format(context.Background(), dev, crashOpts()); err != nil {
+		if err := Format(context.Background(), dev, o); err != nil {
 			t.Fatal(err)
 		}
 		for round := range 2 {
 			point := points[rng.IntN(len(points))]
-			after := crashAt(t, dev, crashOpts(), w, point, rng.IntN(600), 1+rng.IntN(20), seed+uint64(round)<<32, h, time.Second)
+			after := crashAt(t, dev, o, w, point, rng.IntN(600), 1+rng.IntN(20), seed+uint64(round)<<32, h, time.Second)
 			if after == nil {
 				after = dev // not reached: a clean shutdown, checked the same way
 			}
-			l := h.verify(t, after, crashOpts())
+			l := h.verify(t, after, o)
 			l.Close()
 			dev = after
 		}

@@ -559,6 +559,7 @@ func (l *Log) join(ctx context.Context, w *waiter, need int) (*batch, int, uint6
 	w.need = need
 	l.queue.push(w)
 	l.stats.joinWaits.Add(1)
+	l.cond.Signal() // a writer holding the batch back for MaxDelay: it is full now
 	l.mu.Unlock()
 	select {
 	case <-w.ready:

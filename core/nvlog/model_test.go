@@ -334,7 +334,14 @@ func TestModel(t *testing.T) {
 			unacked: map[uint64][]byte{},
 		}
 		r.opts.MaxBatchBytes = MinMaxBatchBytes << r.rng.IntN(4)
-		size := regionOff + int64(16+r.rng.IntN(112))<<10
+		if r.rng.IntN(3) == 0 {
+			r.opts.MaxDelay = time.Duration(1+r.rng.IntN(300)) * time.Microsecond
+		}
+		regionKiB := 16 + r.rng.IntN(112)
+		if seed%2 == 1 { // 4 KiB sectors (newCrashDev): at least 16 of them
+			regionKiB = max(regionKiB, 64)
+		}
+		size := regionOff + int64(regionKiB)<<10
 		r.dev = newCrashDev(t, size, seed)
 		if err := Format(context.Background(), r.dev, r.opts); err != nil {
 			t.Fatal(err)
@@ -348,7 +355,7 @@ func TestModel(t *testing.T) {
 		r.check("final")
 		r.close()
 		laps += r.laps
-		t.Logf("seed %d: %d KiB region, %.1f laps, %d live entries, ops %v", seed, r.region>>10, r.laps, len(r.m.entries), r.ops)
+		t.Logf("seed %d: max delay %v, %d KiB region, %.1f laps, %d live entries, ops %v", seed, r.opts.MaxDelay, r.region>>10, r.laps, len(r.m.entries), r.ops)
 	}
 	if laps < float64(seeds)*10 {
 		t.Fatalf("only %.1f laps around the log over %d seeds", laps, seeds)

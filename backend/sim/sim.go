@@ -185,12 +185,11 @@ type Device struct {
 	undo undoLog
 	// bad holds unreadable sectors (by number) left by CorruptTorn power
 	// losses; nbad mirrors its size for Stats.
-	bad          map[int64]struct{}
-	nbad         atomic.Int64
-	revived      *Device // after a power cut: the device as it comes back
-	reviveErr    error
-	successorErr error // why PowerLoss or Reopen cannot hand out a device
-	handedOff    bool  // PowerLoss or Reopen returned the successor
+	bad       map[int64]struct{}
+	nbad      atomic.Int64
+	revived   *Device // after a power cut: the device as it comes back
+	reviveErr error   // why the post-crash image could not be built
+	handedOff bool    // PowerLoss or Reopen returned the successor
 
 	// tmu guards the drive model and counters.
 	tmu sync.Mutex
@@ -213,7 +212,7 @@ type drive struct {
 	dieTouched []int32
 
 	c    counters
-	hist [4]histogram // by opIndex
+	hist [4]histogram // by histRead..histDiscard
 }
 
 type counters struct {

@@ -13,7 +13,8 @@ import (
 type simCrash struct{ *sim.Device }
 
 // newCrashDev returns a sim NVRAM device of size bytes (rounded up to 4 KiB);
-// odd seeds get 4096-byte sectors, even ones 512.
+// odd seeds get 4096-byte sectors, even ones 512; seeds 2 and 3 mod 4 also
+// get CorruptTorn (torn writes may leave garbage or unreadable sectors).
 func newCrashDev(t testing.TB, size int64, seed uint64) crashable {
 	t.Helper()
 	p := sim.NVRAMProfile()
@@ -21,12 +22,13 @@ func newCrashDev(t testing.TB, size int64, seed uint64) crashable {
 		p.Alignment = 4096
 	}
 	d, err := sim.New(sim.Options{
-		Size:    (size + 4095) &^ 4095,
-		Kind:    backend.NVRAM,
-		Profile: p,
-		Seed:    int64(seed),
-		Time:    sim.Virtual,
-		Logger:  quiet,
+		Size:        (size + 4095) &^ 4095,
+		Kind:        backend.NVRAM,
+		Profile:     p,
+		Seed:        int64(seed),
+		Time:        sim.Virtual,
+		CorruptTorn: seed%4 >= 2,
+		Logger:      quiet,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -131,14 +131,14 @@ func Format(ctx context.Context, dev backend.Device, opts Options) error {
 		return err
 	}
 	slots := backend.AlignedBuffer(2 * superSlotBytes)
-	if err := dev.ReadAt(ctx, slots, 0); err != nil {
-		return fmt.Errorf("nvlog: format: read superblocks: %w", err)
+	supers, _, err := readSupers(ctx, dev, slots)
+	if err != nil {
+		return fmt.Errorf("nvlog: format: %w", err)
 	}
 	var maxGen uint64
 	first := 0 // write first the slot that does not hold the newest old copy
-	for i := range 2 {
-		sb, err := decodeSuper(slots[i*superSlotBytes:])
-		if err != nil {
+	for i, sb := range supers {
+		if sb == nil {
 			continue
 		}
 		if !o.Force {
@@ -179,6 +179,30 @@ func Format(ctx context.Context, dev backend.Device, opts Options) error {
 	o.Logger.Info("nvlog: formatted", "array", fmt.Sprintf("%x", o.UUID), "log", fmt.Sprintf("%x", sb.logID),
 		"region_bytes", regionLen, "block_bytes", blk, "first_seq", o.FirstSeq)
 	return nil
+}
+
+// readSupers reads and decodes both superblock slots into buf (two slots
+// long). A copy that does not decode, or whose slot the device reports
+// unreadable (backend.ErrCorrupt, as a torn write may leave it), is nil with
+// the reason in errs; only other device errors are returned.
+func readSupers(ctx context.Context, dev backend.Device, buf []byte) (supers [2]*superblock, errs [2]error, err error) {
+	for i := range 2 {
+		b := buf[i*superSlotBytes : (i+1)*superSlotBytes]
+		if err := dev.ReadAt(ctx, b, int64(i)*superSlotBytes); err != nil {
+			if !errors.Is(err, backend.ErrCorrupt) {
+				return supers, errs, fmt.Errorf("read superblock %d: %w", i, err)
+			}
+			errs[i] = err
+			continue
+		}
+		sb, err := decodeSuper(b)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		supers[i] = &sb
+	}
+	return supers, errs, nil
 }
 
 // geometry checks that dev can hold a log and returns its block size and
@@ -222,20 +246,15 @@ func Open(ctx context.Context, dev backend.Device, opts Options) (*Log, error) {
 	}
 	t0 := time.Now()
 	slots := backend.AlignedBuffer(2 * superSlotBytes)
-	if err := dev.ReadAt(ctx, slots, 0); err != nil {
-		return nil, fmt.Errorf("nvlog: open: read superblocks: %w", err)
+	supers, errs, err := readSupers(ctx, dev, slots)
+	if err != nil {
+		return nil, fmt.Errorf("nvlog: open: %w", err)
 	}
 	var sb superblock
 	slot := -1
-	var errs [2]error
-	for i := range 2 {
-		s, err := decodeSuper(slots[i*superSlotBytes:])
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		if slot < 0 || s.gen > sb.gen {
-			sb, slot = s, i
+	for i, s := range supers {
+		if s != nil && (slot < 0 || s.gen > sb.gen) {
+			sb, slot = *s, i
 		}
 	}
 	if slot < 0 {

@@ -13,9 +13,9 @@ import (
 )
 
 // Log is an open NVRAM commit log. All methods are safe for concurrent use.
-//
-// Lock order: sbMu before mu. Only the writer goroutine waits on cond.
 type Log struct {
+	// Lock order: sbMu before mu. Only the writer goroutine waits on cond.
+
 	dev    backend.Device
 	opts   Options
 	logger *slog.Logger

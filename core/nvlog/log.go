@@ -1049,9 +1049,11 @@ func (l *Log) Replay(ctx context.Context, fn func(seq uint64, entry []byte) erro
 // Close stops the log. Entries that already joined a batch are written
 // (unless the log is full, then they fail with ErrClosed); committers
 // waiting for room fail with ErrClosed, and so does every later call.
-// Close waits for the writer and for every acknowledgement to be delivered.
-// It does not close the device. It returns the error that stopped the log,
-// if one did.
+// Close waits for the writer, for every acknowledgement to be delivered and
+// for a Trim or Replay under way, so the caller may close the device when
+// it returns (Close does not). It must not be called from a Replay
+// callback or a CommitAsync done function. It returns the error that
+// stopped the log, if one did.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -1065,6 +1067,10 @@ func (l *Log) Close() error {
 	<-l.writerDone
 	<-l.completerDone
 	l.timer.Stop()
+	// Wait for a Trim or Replay under way: the caller may close the device
+	// once Close returns. Later ones see closed and do nothing.
+	l.sbMu.Lock()
+	l.sbMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.err

@@ -529,3 +529,47 @@ func TestCommitCancelWhileQueued(t *testing.T) {
 		t.Fatalf("next seq %d after the queued entry, want %d", got, next+1)
 	}
 }
+
+// TestCloseWaitsForTrim: a Trim under way finishes its superblock write
+// before Close returns (the caller may close the device right after).
+func TestCloseWaitsForTrim(t *testing.T) {
+	ctx := context.Background()
+	dev := newMemDev(256<<10, 512)
+	inTrim, release := make(chan struct{}), make(chan struct{})
+	o := testOpts()
+	o.CrashHook = func(p string) {
+		if p == CrashSuperblockWritten {
+			close(inTrim)
+			<-release
+		}
+	}
+	if err := Format(ctx, dev, testOpts()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(ctx, dev, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := l.Commit(ctx, payload(1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trimmed := make(chan error, 1)
+	go func() { trimmed <- l.Trim(ctx, seq) }()
+	<-inTrim
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a Trim was writing the superblock")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-closed
+	if err := <-trimmed; err != nil {
+		t.Fatalf("trim: %v", err)
+	}
+	if err := l.Trim(ctx, seq); !errors.Is(err, ErrClosed) {
+		t.Fatalf("trim after close: %v", err)
+	}
+}

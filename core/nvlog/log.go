@@ -631,7 +631,7 @@ func (l *Log) putWaiter(w *waiter) {
 // log is full Commit waits for Trim. If ctx ends first, Commit returns
 // ctx's error; if the entry had already joined a batch (seq ≠ 0) it may
 // still become durable.
-func (l *Log) Commit(ctx context.Context, entry []byte) (uint64, error) {
+func (l *Log) Commit(ctx context.Context, entry []byte) (seq uint64, err error) {
 	need, err := l.entryBytes(len(entry))
 	if err != nil {
 		return 0, err

@@ -1,0 +1,732 @@
+// Package sim is a simulated SSD (or NVRAM part) behind backend.Device:
+// the crashable, fault-injectable fake every recovery test of shale runs
+// on, modelled closely enough to test I/O scheduling.
+//
+// # Model
+//
+// Contents: a logical image of Size bytes in 4 KiB pages, kept in memory
+// (sparse) or in a sparse backing file at Options.Path (same offsets, so
+// the file is the drive's image). Reads of never-written or discarded
+// ranges return zeros. The logical block size (Alignment) is 512 by
+// default (4096 selectable); a write that covers only part of a 4 KiB page
+// costs a read-modify-write inside the drive (Stats.RMWPages). Partial-page
+// discards zero the sectors but leave the page mapped.
+//
+// Flash: an FTL (ftl.go) maps logical pages to NAND pages in erase blocks
+// over dies and planes, with over-provisioning, open blocks, greedy garbage
+// collection and wear counts. It keeps no bytes; it decides where NAND time
+// is spent and feeds Stats (write amplification, P/E per block).
+//
+// Time (die.go): each die runs one NAND operation at a time; programs and
+// erases queue; a host read jumps the queue but waits for the operation in
+// progress, so a read that lands on a die that is erasing waits up to an
+// erase time (Stats.ReadStalls). Writes return when their data is in the
+// write cache (Profile.CacheBytes; write-through when 0); Sync waits for
+// queued programs. With Options.Time = Virtual the latency is counted on a
+// Clock, not waited; with Real the caller sleeps it.
+//
+// # Durability and power loss
+//
+// Every write and discard is durable only after a later Sync returns.
+// PowerLoss cuts power: the device fails every later call with
+// backend.ErrFailed and PowerLoss returns the device as it comes back, in
+// which synced data is intact and each write or discard since the last
+// Sync was kept, dropped or torn (each of its sectors kept or not) at
+// random, a sector holding the latest kept write that covers it. The
+// choices derive from Options.Seed and the number of power cycles, so the
+// same seed and calls give the same image byte for byte. Close is an
+// orderly shutdown: every write is kept. Until the next Sync the device
+// keeps the old contents of every unsynced write (about one copy of the
+// unsynced data; whole-page overwrites in memory move the old page instead
+// of copying it).
+//
+// # Faults
+//
+// AddFault installs rules (fault.go): match by operation, Nth match, range
+// and probability; fail-stop, error, slow, silent corruption or power cut.
+// Rules do not carry over PowerLoss or Reopen.
+//
+// # Limits
+//
+// Size ≤ about 16 TiB of NAND (physical page numbers are 32-bit). Memory:
+// 4 KiB per written page in memory mode, plus about 8 bytes per written page
+// and 40 bytes per erase block for the FTL.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shalestore/shale/backend"
+)
+
+// Options configure a simulated device.
+type Options struct {
+	// Size in bytes: a positive multiple of 4096.
+	Size int64
+	// Kind is backend.SSD or backend.NVRAM; it picks the default Profile.
+	Kind backend.Kind
+	// Profile is the geometry and timing; the zero value means
+	// ProfileFor(Kind).
+	Profile Profile
+	// Seed drives every random choice (power-loss outcomes, fault draws),
+	// so runs repeat exactly.
+	Seed int64
+	// Time is Virtual (default) or Real.
+	Time TimeMode
+	// Clock is the virtual clock (Virtual mode); nil gives the device its
+	// own. Share one among the drives of an array.
+	Clock *Clock
+	// Path, if set, keeps the contents in a sparse file there instead of
+	// memory. An existing file of exactly Size bytes is reused with its
+	// contents (FTL state and wear start fresh); an empty or missing one is
+	// created. Only one Device may use a path at a time.
+	Path string
+	// Name identifies the device in errors and logs ("drives[3]").
+	Name string
+	// Logger receives power-loss and fault events; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Device states.
+const (
+	stateOK int32 = iota
+	stateFailed
+	stateOff
+	stateClosed
+)
+
+// Device is a simulated drive. It implements backend.Device and is safe for
+// concurrent use.
+type Device struct {
+	opts   Options
+	prof   Profile
+	geo    Geometry
+	log    *slog.Logger
+	name   string
+	sector int
+	size   int64
+	seed   uint64
+	gen    int64 // power cycles
+	clock  *Clock
+	real   time.Time // Real mode: device time 0
+
+	state  atomic.Int32
+	faults faultSet
+
+	// mu guards the content: readers share it, writers, Sync, PowerLoss
+	// and Close hold it exclusively. Lock order: mu, then tmu.
+	mu           sync.RWMutex
+	st           store
+	recs         []undoRec
+	frags        []frag
+	revived      *Device // after a power cut: the device as it comes back
+	reviveErr    error
+	successorErr error // why PowerLoss or Reopen cannot hand out a device
+	handedOff    bool  // PowerLoss or Reopen returned the successor
+
+	// tmu guards the drive model and counters.
+	tmu sync.Mutex
+	drv *drive
+	// final is the Stats snapshot when the drive moved to a successor.
+	final Stats
+}
+
+// drive is the state that survives a power cycle: the FTL, the dies, the
+// counters.
+type drive struct {
+	ftl     *ftl
+	dies    []die
+	linkIn  int64
+	linkOut int64
+	start   int64 // device time at New
+
+	// per-call scratch: NAND operations per die
+	dieLoads   []dieLoad
+	dieTouched []int32
+
+	c    counters
+	hist [4]histogram // by opIndex
+}
+
+type counters struct {
+	reads, writes, syncs, discards      int64
+	readBytes, writeBytes, discardBytes int64
+	faultsFired, faultErrors            int64
+	readStalls, readStallsErase         int64
+	stallTime                           int64
+	writeStalls, writeStallTime         int64
+	busy                                [5]int64 // by opKind
+}
+
+const (
+	histRead = iota
+	histWrite
+	histSync
+	histDiscard
+)
+
+var _ backend.Device = (*Device)(nil)
+
+// New creates a device.
+func New(opts Options) (*Device, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Name == "" {
+		opts.Name = "sim"
+	}
+	if opts.Kind != backend.SSD && opts.Kind != backend.NVRAM {
+		return nil, fmt.Errorf("%s: kind %v unknown", opts.Name, opts.Kind)
+	}
+	prof := opts.Profile
+	if prof.isZero() {
+		prof = ProfileFor(opts.Kind)
+	}
+	if err := prof.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", opts.Name, err)
+	}
+	geo, err := deriveGeometry(opts.Size, prof)
+	if err != nil {
+		return nil, fmt.Errorf("%s: size: %w", opts.Name, err)
+	}
+	if opts.Time != Virtual && opts.Time != Real {
+		return nil, fmt.Errorf("%s: time mode %d unknown", opts.Name, int(opts.Time))
+	}
+	if opts.Clock == nil {
+		opts.Clock = NewClock()
+	}
+	d := &Device{
+		opts:   opts,
+		prof:   prof,
+		geo:    geo,
+		log:    opts.Logger.With("device", opts.Name),
+		name:   opts.Name,
+		sector: prof.Alignment,
+		size:   opts.Size,
+		seed:   uint64(opts.Seed),
+		clock:  opts.Clock,
+		real:   time.Now(),
+	}
+	d.faults.seed = d.seed
+	drv := newDrive(geo)
+	var existed bool
+	if opts.Path == "" {
+		d.st = newMemStore(opts.Size)
+	} else {
+		fs, ex, err := openFileStore(opts.Path, opts.Size)
+		if err != nil {
+			return nil, fmt.Errorf("%s: path: %w", opts.Name, err)
+		}
+		d.st, existed = fs, ex
+		if existed {
+			if err := preload(drv.ftl, fs); err != nil {
+				fs.close()
+				return nil, fmt.Errorf("%s: path: scanning %s: %w", opts.Name, opts.Path, err)
+			}
+		}
+	}
+	drv.start = d.now()
+	for i := range drv.dies {
+		drv.dies[i].base = drv.start
+	}
+	d.drv = drv
+	d.log.Debug("sim device", "size", opts.Size, "kind", opts.Kind, "profile", prof.Name, "time", opts.Time,
+		"path", opts.Path, "reused", existed, "dies", geo.Dies, "planes", geo.Planes, "pages_per_block", geo.PagesPerBlock,
+		"blocks", geo.Blocks, "overprovision", geo.OverProvision)
+	return d, nil
+}
+
+func newDrive(geo Geometry) *drive {
+	return &drive{
+		ftl:  newFTL(geo),
+		dies: make([]die, geo.Dies),
+	}
+}
+
+// preload maps every page of the backing file that holds data, as if
+// written, without counting it.
+func preload(f *ftl, fs *fileStore) error {
+	var ferr error
+	err := dataExtents(fs.f, f.g.Pages*PageSize, func(off, end int64) {
+		for lpn := off / PageSize; lpn < (end+PageSize-1)/PageSize && ferr == nil; lpn++ {
+			ferr = f.writePage(lpn, false)
+		}
+	})
+	f.clearWork()
+	f.hostPages, f.programs, f.gcMoves, f.rmwPages, f.erases, f.gcRuns = 0, 0, 0, 0, 0, 0
+	for i := range f.blocks {
+		f.blocks[i].erases = 0
+	}
+	return errors.Join(err, ferr)
+}
+
+// successor builds the device that takes over d's contents and drive (after
+// a power cut or Close). REQUIRES: d.mu held exclusively, d.drv moved out.
+func (d *Device) successor(st store, drv *drive, gen int64) *Device {
+	nd := &Device{
+		opts: d.opts, prof: d.prof, geo: d.geo, log: d.log, name: d.name,
+		sector: d.sector, size: d.size, seed: d.seed, gen: gen, clock: d.clock, real: d.real,
+		st: st, drv: drv,
+	}
+	nd.faults.seed = mix(d.seed, uint64(gen))
+	now := nd.now()
+	for i := range drv.dies {
+		drv.dies[i].reset(now)
+	}
+	drv.linkIn, drv.linkOut = now, now
+	return nd
+}
+
+// now is the device time in nanoseconds.
+func (d *Device) now() int64 {
+	if d.opts.Time == Real {
+		return int64(time.Since(d.real))
+	}
+	return d.clock.ns.Load()
+}
+
+// Clock returns the device's virtual clock (also in Real mode, where
+// nothing advances it).
+func (d *Device) Clock() *Clock { return d.clock }
+
+// Geometry returns the NAND layout in use.
+func (d *Device) Geometry() Geometry { return d.geo }
+
+// Profile returns the profile in use.
+func (d *Device) Profile() Profile { return d.prof }
+
+// Size implements backend.Device.
+func (d *Device) Size() int64 { return d.size }
+
+// Alignment implements backend.Device: the profile's logical block size.
+func (d *Device) Alignment() int { return d.sector }
+
+// Kind implements backend.Device.
+func (d *Device) Kind() backend.Kind { return d.opts.Kind }
+
+// AddFault installs a fault rule and returns its id. It panics if the rule
+// is invalid (a bug in the test that wrote it).
+func (d *Device) AddFault(f Fault) FaultID { return d.faults.add(f) }
+
+// RemoveFault uninstalls a rule; unknown ids are ignored.
+func (d *Device) RemoveFault(id FaultID) { d.faults.remove(id) }
+
+// stateErr returns the error for a device that is not usable, or nil.
+func (d *Device) stateErr(op string, off int64) error {
+	switch d.state.Load() {
+	case stateOK:
+		return nil
+	case stateClosed:
+		return fmt.Errorf("%s: %s at %d: %w", d.name, op, off, backend.ErrClosed)
+	case stateOff:
+		return fmt.Errorf("%s: %s at %d: power is cut: %w", d.name, op, off, backend.ErrFailed)
+	default:
+		return fmt.Errorf("%s: %s at %d: drive has failed: %w", d.name, op, off, backend.ErrFailed)
+	}
+}
+
+// begin runs the checks every call starts with and decides its faults.
+func (d *Device) begin(ctx context.Context, op Op, opName string, off, n int64, hasRange bool) (effects, error) {
+	if err := d.stateErr(opName, off); err != nil {
+		return effects{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return effects{}, err
+	}
+	if hasRange {
+		if err := backend.CheckRange(off, n, d.size, d.sector); err != nil {
+			return effects{}, fmt.Errorf("%s: %s: %w", d.name, opName, err)
+		}
+	}
+	fx := d.faults.eval(op, off, n, hasRange, d.size, d.sector)
+	if fx.fired == 0 {
+		return fx, nil
+	}
+	d.tmu.Lock()
+	if d.drv != nil {
+		d.drv.c.faultsFired += fx.fired
+		if fx.err != nil || fx.failStop || fx.powerCut {
+			d.drv.c.faultErrors++
+		}
+	}
+	d.tmu.Unlock()
+	switch {
+	case fx.powerCut:
+		d.log.Info("sim: injected power cut", "op", opName, "off", off)
+		if op == OpWrite || op == OpDiscard {
+			return fx, nil // applied first, then cut
+		}
+		d.mu.Lock()
+		d.cutLocked()
+		d.mu.Unlock()
+		return fx, fmt.Errorf("%s: %s at %d: injected power cut: %w", d.name, opName, off, backend.ErrFailed)
+	case fx.failStop:
+		d.log.Info("sim: injected fail-stop", "op", opName, "off", off)
+		d.state.CompareAndSwap(stateOK, stateFailed)
+		return fx, fmt.Errorf("%s: %s at %d: injected fail-stop: %w", d.name, opName, off, backend.ErrFailed)
+	case fx.err != nil:
+		return fx, fmt.Errorf("%s: %s at %d: injected fault %d: %w", d.name, opName, off, fx.errRule, fx.err)
+	}
+	return fx, nil
+}
+
+// applyFlipsLocked corrupts stored bits. REQUIRES: mu held exclusively.
+func (d *Device) applyFlipsLocked(fl []flip) error {
+	for _, f := range fl {
+		if err := d.st.flip(f.off, f.bit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish waits until the modelled completion end and reports a power cut
+// or failure that happened meanwhile.
+func (d *Device) finish(ctx context.Context, opName string, off, end int64) error {
+	if d.opts.Time == Virtual {
+		d.clock.advanceTo(end)
+	} else if wait := end - d.now(); wait > 0 {
+		if ctx.Done() == nil {
+			time.Sleep(time.Duration(wait))
+		} else {
+			t := time.NewTimer(time.Duration(wait))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+	}
+	return d.stateErr(opName, off)
+}
+
+func (d *Device) ioErr(opName string, off int64, err error) error {
+	return fmt.Errorf("%s: %s at %d: backing store: %v: %w", d.name, opName, off, err, backend.ErrFailed)
+}
+
+// ReadAt implements backend.Device.
+func (d *Device) ReadAt(ctx context.Context, buf []byte, off int64) error {
+	n := int64(len(buf))
+	fx, err := d.begin(ctx, OpRead, "read", off, n, true)
+	if err != nil {
+		return err
+	}
+	if len(fx.flips) > 0 {
+		d.mu.Lock()
+		if err := d.stateErr("read", off); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+		err := d.applyFlipsLocked(fx.flips)
+		d.mu.Unlock()
+		if err != nil {
+			return d.ioErr("read", off, err)
+		}
+	}
+	d.mu.RLock()
+	if err := d.stateErr("read", off); err != nil {
+		d.mu.RUnlock()
+		return err
+	}
+	if err := d.st.read(buf, off); err != nil {
+		d.mu.RUnlock()
+		return d.ioErr("read", off, err)
+	}
+	d.tmu.Lock()
+	end := d.drv.timeRead(d, d.now(), off, n, &fx)
+	d.tmu.Unlock()
+	d.mu.RUnlock()
+	return d.finish(ctx, "read", off, end)
+}
+
+// WriteAt implements backend.Device.
+func (d *Device) WriteAt(ctx context.Context, buf []byte, off int64) error {
+	n := int64(len(buf))
+	fx, err := d.begin(ctx, OpWrite, "write", off, n, true)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if err := d.stateErr("write", off); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	lo := len(d.frags)
+	if err := d.st.write(buf, off, &d.frags); err != nil {
+		d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
+		d.mu.Unlock()
+		return d.ioErr("write", off, err)
+	}
+	d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
+	if err := d.applyFlipsLocked(fx.flips); err != nil {
+		d.mu.Unlock()
+		return d.ioErr("write", off, err)
+	}
+	d.tmu.Lock()
+	end, err := d.drv.timeWrite(d, d.now(), off, n, &fx)
+	d.tmu.Unlock()
+	if fx.powerCut {
+		d.cutLocked()
+		d.mu.Unlock()
+		return fmt.Errorf("%s: write at %d: injected power cut: %w", d.name, off, backend.ErrFailed)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%s: write at %d: %v: %w", d.name, off, err, backend.ErrFailed)
+	}
+	return d.finish(ctx, "write", off, end)
+}
+
+// Discard implements backend.Device. Discarded ranges read as zeros. Like a
+// write, a discard is durable only after Sync.
+func (d *Device) Discard(ctx context.Context, off, length int64) error {
+	fx, err := d.begin(ctx, OpDiscard, "discard", off, length, true)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if err := d.stateErr("discard", off); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	lo := len(d.frags)
+	err = d.st.zero(off, length, &d.frags)
+	d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
+	if err != nil {
+		d.mu.Unlock()
+		return d.ioErr("discard", off, err)
+	}
+	if err := d.applyFlipsLocked(fx.flips); err != nil {
+		d.mu.Unlock()
+		return d.ioErr("discard", off, err)
+	}
+	d.tmu.Lock()
+	end := d.drv.timeDiscard(d, d.now(), off, length, &fx)
+	d.tmu.Unlock()
+	if fx.powerCut {
+		d.cutLocked()
+		d.mu.Unlock()
+		return fmt.Errorf("%s: discard at %d: injected power cut: %w", d.name, off, backend.ErrFailed)
+	}
+	d.mu.Unlock()
+	return d.finish(ctx, "discard", off, end)
+}
+
+// Sync implements backend.Device: every write and discard that returned
+// before it was called becomes durable.
+func (d *Device) Sync(ctx context.Context) error {
+	fx, err := d.begin(ctx, OpSync, "sync", 0, 0, false)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if err := d.stateErr("sync", 0); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if len(fx.flips) > 0 {
+		if err := d.applyFlipsLocked(fx.flips); err != nil {
+			d.mu.Unlock()
+			return d.ioErr("sync", 0, err)
+		}
+	}
+	d.dropUndoLocked()
+	d.tmu.Lock()
+	end := d.drv.timeSync(d, d.now(), &fx)
+	d.tmu.Unlock()
+	d.mu.Unlock()
+	return d.finish(ctx, "sync", 0, end)
+}
+
+// dropUndoLocked makes everything written durable. REQUIRES: mu held
+// exclusively.
+func (d *Device) dropUndoLocked() {
+	for i := range d.frags {
+		d.st.release(&d.frags[i])
+	}
+	clear(d.frags)
+	d.frags, d.recs = d.frags[:0], d.recs[:0]
+	if cap(d.frags) > 1<<16 { // don't hoard after a burst
+		d.frags, d.recs = nil, nil
+	}
+}
+
+// cutLocked cuts power: the device fails from now on and d.revived (or
+// d.reviveErr) is the device as it comes back. REQUIRES: mu held
+// exclusively.
+func (d *Device) cutLocked() {
+	if d.state.Load() == stateOff || d.state.Load() == stateClosed {
+		return
+	}
+	d.state.Store(stateOff)
+	d.tmu.Lock()
+	drv := d.drv
+	d.final = d.statsLocked()
+	d.drv = nil
+	d.tmu.Unlock()
+	unsynced := len(d.recs)
+	rng := rand.New(rand.NewPCG(mix(d.seed, 0x9017e7), uint64(d.gen)))
+	err := crash(d.st, d.recs, d.frags, rng, d.sector)
+	clear(d.frags)
+	d.frags, d.recs = nil, nil
+	st := d.st
+	d.st = nil
+	if err != nil {
+		st.close()
+		d.reviveErr = fmt.Errorf("%s: building the post-crash image: %v: %w", d.name, err, backend.ErrFailed)
+		d.log.Error("sim: power loss failed", "err", err)
+		return
+	}
+	d.revived = d.successor(st, drv, d.gen+1)
+	d.log.Info("sim: power cut", "unsynced_writes", unsynced, "power_cycle", d.gen+1)
+}
+
+// PowerLoss cuts power now (unless a PowerCut fault already did) and
+// returns the device as it comes back: synced data intact, each write or
+// discard since the last Sync kept, dropped or torn at sector granularity
+// as the seed decides. From then on d fails every call with
+// backend.ErrFailed (Stats keeps working). The new device has d's options,
+// contents, wear and counters, no fault rules, and a power-cycle count one
+// higher, which reseeds its own future power losses. It may be called once
+// per device; it fails if d was closed or already handed over.
+//
+// A fail-stopped device can still lose power: the returned device is its
+// image, alive (faults do not survive a power cycle; add them again to
+// model a drive that stays dead).
+func (d *Device) PowerLoss() (*Device, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.handedOff {
+		return nil, fmt.Errorf("%s: power loss: device already handed over: %w", d.name, backend.ErrFailed)
+	}
+	if d.state.Load() == stateClosed {
+		return nil, fmt.Errorf("%s: power loss: %w", d.name, backend.ErrClosed)
+	}
+	d.cutLocked()
+	if d.revived == nil {
+		return nil, d.reviveErr
+	}
+	nd := d.revived
+	d.revived, d.handedOff = nil, true
+	return nd, nil
+}
+
+// PoweredOff reports whether power has been cut (by PowerLoss or a
+// PowerCut fault).
+func (d *Device) PoweredOff() bool { return d.state.Load() == stateOff }
+
+// Close implements backend.Device as an orderly shutdown: the drive flushes
+// its cache, so every write survives (see Reopen). Calls after Close fail
+// with backend.ErrClosed. Closing a device twice returns
+// backend.ErrClosed.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch d.state.Load() {
+	case stateClosed:
+		return fmt.Errorf("%s: close: %w", d.name, backend.ErrClosed)
+	case stateOff:
+		d.state.Store(stateClosed)
+		return nil
+	}
+	d.state.Store(stateClosed)
+	if d.st == nil {
+		return nil
+	}
+	d.dropUndoLocked()
+	if fs, ok := d.st.(*fileStore); ok {
+		err := fs.close()
+		d.st = nil
+		if err != nil {
+			return fmt.Errorf("%s: close: %v: %w", d.name, err, backend.ErrFailed)
+		}
+	}
+	return nil
+}
+
+// Reopen closes d if it is open and returns a device over the same
+// contents (every write kept, as after an orderly shutdown), wear and
+// counters, without fault rules: the drive after a clean restart. A
+// backing file is reopened from Options.Path. It fails after a power cut
+// (use PowerLoss) and if d was already handed over.
+func (d *Device) Reopen() (*Device, error) {
+	if err := d.Close(); err != nil && !errors.Is(err, backend.ErrClosed) {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.handedOff {
+		return nil, fmt.Errorf("%s: reopen: device already handed over: %w", d.name, backend.ErrClosed)
+	}
+	d.tmu.Lock()
+	drv := d.drv
+	if drv == nil {
+		d.tmu.Unlock()
+		return nil, fmt.Errorf("%s: reopen: power was cut; use PowerLoss: %w", d.name, backend.ErrFailed)
+	}
+	d.final = d.statsLocked()
+	d.drv = nil
+	d.tmu.Unlock()
+	st := d.st
+	if st == nil {
+		fs, _, err := openFileStore(d.opts.Path, d.size)
+		if err != nil {
+			d.drv = drv
+			return nil, fmt.Errorf("%s: reopen: %w", d.name, err)
+		}
+		st = fs
+	}
+	d.st, d.handedOff = nil, true
+	return d.successor(st, drv, d.gen), nil
+}
+
+// Stats returns a snapshot of the counters. After the device handed its
+// drive to a successor (PowerLoss, Reopen) it returns the final snapshot.
+func (d *Device) Stats() Stats {
+	d.tmu.Lock()
+	defer d.tmu.Unlock()
+	if d.drv == nil {
+		return d.final
+	}
+	return d.statsLocked()
+}
+
+// statsLocked snapshots the counters. REQUIRES: tmu held, d.drv set.
+func (d *Device) statsLocked() Stats {
+	v := d.drv
+	c := &v.c
+	f := v.ftl
+	s := Stats{
+		Reads: c.reads, Writes: c.writes, Syncs: c.syncs, Discards: c.discards,
+		ReadBytes: c.readBytes, WriteBytes: c.writeBytes, DiscardBytes: c.discardBytes,
+		FaultsFired: c.faultsFired, FaultErrors: c.faultErrors,
+		HostPages: f.hostPages, Programs: f.programs, GCMoves: f.gcMoves, GCRuns: f.gcRuns,
+		Erases: f.erases, RMWPages: f.rmwPages, MappedPages: f.nMapped,
+		Elapsed:     time.Duration(d.now() - v.start),
+		PowerCycles: d.gen,
+		ReadStalls:  c.readStalls, ReadStallsErase: c.readStallsErase, StallTime: time.Duration(c.stallTime),
+		WriteStalls: c.writeStalls, WriteStallTime: time.Duration(c.writeStallTime),
+		BusyRead: time.Duration(c.busy[kindRead]), BusyProgram: time.Duration(c.busy[kindProgram]),
+		BusyGC: time.Duration(c.busy[kindGC]), BusyErase: time.Duration(c.busy[kindErase]),
+		Read: v.hist[histRead].summary(), Write: v.hist[histWrite].summary(),
+		Sync: v.hist[histSync].summary(), Discard: v.hist[histDiscard].summary(),
+		Geometry: d.geo,
+	}
+	if c.writeBytes > 0 {
+		s.WriteAmplification = float64(f.programs*PageSize) / float64(c.writeBytes)
+	}
+	s.PE.Min, s.PE.Max, s.PE.Mean = f.wear()
+	if d.prof.EnduranceCycles > 0 {
+		s.Wear = s.PE.Mean / float64(d.prof.EnduranceCycles)
+	}
+	return s
+}

@@ -417,3 +417,12 @@ func (a *Allocator) FreeAUs() []int64 {
 	}
 	return out
 }
+
+// Unclose marks a frontier segment open again (recovery resumes in it).
+func (a *Allocator) Unclose(id segment.ID) {
+	for i := range a.frontier {
+		if a.frontier[i].lay.Segment == id {
+			a.frontier[i].closed = false
+		}
+	}
+}

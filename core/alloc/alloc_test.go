@@ -144,7 +144,7 @@ func TestDecodeRejects(t *testing.T) {
 		}
 	}
 	// A frontier naming a free AU is rejected.
-	bad := []segment.Layout{{Segment: 1, Members: []segment.Member{{0, 7}, {1, 7}, {2, 7}}}}
+	bad := []segment.Layout{{Segment: 1, Members: []segment.Member{{Drive: 0, AU: 7}, {Drive: 1, AU: 7}, {Drive: 2, AU: 7}}}}
 	if _, err := Decode(g, New(g, []int64{8, 8, 8}, Options{}).Encode(), bad, 2, Options{}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("frontier on free AUs: %v", err)
 	}

@@ -23,7 +23,7 @@ func sample(gen uint64) *State {
 	return &State{
 		Generation: gen, Array: [16]byte{1, 2, 3}, Geometry: g, Base: Base(8192), NextSegment: 12,
 		Drives:   []Drive{{ID: [16]byte{9}, Size: 1 << 20}, {ID: [16]byte{8}, Size: 1 << 20, Failed: true}, {ID: [16]byte{7}, Size: 2 << 20}},
-		Frontier: []segment.Layout{{Segment: 10, Members: []segment.Member{{0, 1}, {1, 2}, {2, 3}}}, {Segment: 11, Members: []segment.Member{{2, 4}, {0, 5}, {1, 6}}}},
+		Frontier: []segment.Layout{{Segment: 10, Members: []segment.Member{{Drive: 0, AU: 1}, {Drive: 1, AU: 2}, {Drive: 2, AU: 3}}}, {Segment: 11, Members: []segment.Member{{Drive: 2, AU: 4}, {Drive: 0, AU: 5}, {Drive: 1, AU: 6}}}},
 		Roots:    map[string][]byte{"blockmap": []byte("root-a"), "medium": {}, "z": bytes.Repeat([]byte{7}, 300)},
 		Alloc:    []byte("allocator state"),
 	}

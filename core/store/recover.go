@@ -144,6 +144,8 @@ func Open(ctx context.Context, drives []backend.Device, nvram backend.Device, op
 	// if it has room, else in the next one.
 	resume := 0
 	switch {
+	case lastUsed < 0 && len(scans) > 0:
+		rec.Restart = segment.Position{Layout: scans[0].Layout}
 	case lastUsed < 0:
 	case len(scans[lastUsed].Segios) < g.SegiosPerAU():
 		rec.Restart = segment.Position{Layout: scans[lastUsed].Layout, Segio: len(scans[lastUsed].Segios)}

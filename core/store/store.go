@@ -115,6 +115,9 @@ func (o *Options) fill() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.NVLog.Logger == nil {
+		o.NVLog.Logger = o.Logger
+	}
 }
 
 // Store is an open array.

@@ -79,7 +79,18 @@ func BenchWorkload(b *testing.B, dev backend.Device, w Workload) {
 	b.SetBytes(bs)
 	b.ReportAllocs()
 	var left atomic.Int64
-	var firstErr atomic.Pointer[error]
+	var (
+		errMu    sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		left.Store(0)
+	}
 	left.Store(int64(b.N))
 	b.ResetTimer()
 	var wg sync.WaitGroup
@@ -104,8 +115,7 @@ func BenchWorkload(b *testing.B, dev backend.Device, w Workload) {
 					err = dev.ReadAt(ctx, wk.buf, off)
 				}
 				if err != nil {
-					firstErr.CompareAndSwap(nil, &err)
-					left.Store(0)
+					fail(err)
 					return
 				}
 			}
@@ -113,8 +123,8 @@ func BenchWorkload(b *testing.B, dev backend.Device, w Workload) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	if p := firstErr.Load(); p != nil {
-		b.Fatalf("%s: %v", w.Name, *p)
+	if firstErr != nil {
+		b.Fatalf("%s: %v", w.Name, firstErr)
 	}
 }
 

@@ -33,8 +33,8 @@ type Profile struct {
 	// Planes per die; a multi-plane operation touches one page per plane.
 	Planes int
 	// OverProvision is spare NAND as a fraction of the logical size
-	// (0.07 = 7 %). At least three spare blocks per plane are always added
-	// for the FTL's open blocks and GC reserve.
+	// (0.07 = 7 %). Every plane gets at least three spare blocks (the FTL's
+	// open blocks and GC reserve), which raises it on small devices.
 	OverProvision float64
 	// Read, Program and Erase are the NAND array times of one operation.
 	Read, Program, Erase time.Duration
@@ -141,8 +141,9 @@ func (p Profile) validate() error {
 }
 
 // Geometry is the NAND layout a device ended up with. Small devices get
-// smaller erase blocks and fewer planes and dies than their profile asks
-// for, so that every plane holds several blocks.
+// smaller erase blocks (down to 64 pages), then fewer planes and dies, than
+// their profile asks for, so that every plane holds at least 32 blocks of
+// logical data.
 type Geometry struct {
 	// Alignment is the logical block (sector) size.
 	Alignment int
@@ -162,11 +163,13 @@ const (
 	// maxPhysPages bounds physical pages so a physical page number fits
 	// the FTL's uint32 maps (with 0 reserved for "unmapped").
 	maxPhysPages = 1<<32 - 2
-	// minLogicalBlocksPerPlane is what geometry shrinking aims for.
-	minLogicalBlocksPerPlane = 4
-	// reserveBlocksPerPlane are spare blocks beyond over-provisioning:
-	// the host open block, the GC open block and one block GC may always
-	// take.
+	// minLogicalBlocksPerPlane is what geometry shrinking aims for, so
+	// the GC reserve is a small part of a plane.
+	minLogicalBlocksPerPlane = 32
+	// reserveBlocksPerPlane is the least spare a plane gets, whatever the
+	// over-provisioning: the host open block, the GC open block and one
+	// erased block GC may always take. With it some plane always has room
+	// (see ftl.go).
 	reserveBlocksPerPlane = 3
 )
 
@@ -181,14 +184,16 @@ func deriveGeometry(size int64, p Profile) (Geometry, error) {
 		units := int64(g.Dies * g.Planes)
 		return (g.Pages + units*int64(g.PagesPerBlock) - 1) / (units * int64(g.PagesPerBlock))
 	}
+	// Shrink erase blocks to 64 pages, then planes, then dies, then blocks
+	// again, until each plane has enough blocks for GC to behave.
 	for lbpp() < minLogicalBlocksPerPlane {
 		switch {
-		case g.PagesPerBlock > 16:
+		case g.PagesPerBlock > 64:
 			g.PagesPerBlock /= 2
 		case g.Planes > 1:
-			g.Planes--
+			g.Planes = (g.Planes + 1) / 2
 		case g.Dies > 1:
-			g.Dies--
+			g.Dies = (g.Dies + 1) / 2
 		case g.PagesPerBlock > 1:
 			g.PagesPerBlock /= 2
 		default:
@@ -197,8 +202,7 @@ func deriveGeometry(size int64, p Profile) (Geometry, error) {
 	}
 done:
 	logical := lbpp()
-	spare := int64(float64(logical)*p.OverProvision + 0.999999)
-	spare += reserveBlocksPerPlane
+	spare := max(int64(float64(logical)*p.OverProvision+0.999999), reserveBlocksPerPlane)
 	g.BlocksPerPlane = int(logical + spare)
 	phys := int64(g.BlocksPerPlane) * int64(g.Dies*g.Planes) * int64(g.PagesPerBlock)
 	if phys > maxPhysPages || g.BlocksPerPlane > 1<<30 {

@@ -360,7 +360,7 @@ func (d *Device) begin(ctx context.Context, op Op, opName string, off, n int64, 
 	d.tmu.Unlock()
 	switch {
 	case fx.powerCut:
-		d.log.Info("sim: injected power cut", "op", opName, "off", off)
+		d.log.Debug("sim: injected power cut", "op", opName, "off", off)
 		if op == OpWrite || op == OpDiscard {
 			return fx, nil // applied first, then cut
 		}
@@ -369,7 +369,7 @@ func (d *Device) begin(ctx context.Context, op Op, opName string, off, n int64, 
 		d.mu.Unlock()
 		return fx, fmt.Errorf("%s: %s at %d: injected power cut: %w", d.name, opName, off, backend.ErrFailed)
 	case fx.failStop:
-		d.log.Info("sim: injected fail-stop", "op", opName, "off", off)
+		d.log.Debug("sim: injected fail-stop", "op", opName, "off", off)
 		d.state.CompareAndSwap(stateOK, stateFailed)
 		return fx, fmt.Errorf("%s: %s at %d: injected fail-stop: %w", d.name, opName, off, backend.ErrFailed)
 	case fx.err != nil:
@@ -587,7 +587,7 @@ func (d *Device) cutLocked() {
 		return
 	}
 	d.revived = d.successor(st, drv, d.gen+1)
-	d.log.Info("sim: power cut", "unsynced_writes", unsynced, "power_cycle", d.gen+1)
+	d.log.Debug("sim: power cut", "unsynced_writes", unsynced, "power_cycle", d.gen+1)
 }
 
 // PowerLoss cuts power now (unless a PowerCut fault already did) and
@@ -638,6 +638,12 @@ func (d *Device) Close() error {
 		d.state.Store(stateClosed)
 		return nil
 	}
+	return d.closeLocked()
+}
+
+// closeLocked shuts an open or failed device down. REQUIRES: mu held
+// exclusively.
+func (d *Device) closeLocked() error {
 	d.state.Store(stateClosed)
 	if d.st == nil {
 		return nil
@@ -659,9 +665,6 @@ func (d *Device) Close() error {
 // backing file is reopened from Options.Path. It fails after a power cut
 // (use PowerLoss) and if d was already handed over.
 func (d *Device) Reopen() (*Device, error) {
-	if err := d.Close(); err != nil && !errors.Is(err, backend.ErrClosed) {
-		return nil, err
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.handedOff {
@@ -669,22 +672,28 @@ func (d *Device) Reopen() (*Device, error) {
 	}
 	d.tmu.Lock()
 	drv := d.drv
-	if drv == nil {
+	if drv == nil || d.state.Load() == stateOff {
 		d.tmu.Unlock()
 		return nil, fmt.Errorf("%s: reopen: power was cut; use PowerLoss: %w", d.name, backend.ErrFailed)
 	}
-	d.final = d.statsLocked()
-	d.drv = nil
 	d.tmu.Unlock()
+	if d.state.Load() != stateClosed {
+		if err := d.closeLocked(); err != nil {
+			return nil, err
+		}
+	}
 	st := d.st
 	if st == nil {
 		fs, _, err := openFileStore(d.opts.Path, d.size)
 		if err != nil {
-			d.drv = drv
 			return nil, fmt.Errorf("%s: reopen: %w", d.name, err)
 		}
 		st = fs
 	}
+	d.tmu.Lock()
+	d.final = d.statsLocked()
+	d.drv = nil
+	d.tmu.Unlock()
 	d.st, d.handedOff = nil, true
 	return d.successor(st, drv, d.gen), nil
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/shalestore/shale/backend"
 )
@@ -123,5 +125,87 @@ func TestPowerLossSmoke(t *testing.T) {
 	t.Logf("kept %d of 128 sectors", kept)
 	if kept == 0 || kept == 128 {
 		t.Fatalf("kept %d of 128 sectors: expected a mix", kept)
+	}
+}
+
+func TestReuseBackingFile(t *testing.T) {
+	path := t.TempDir() + "/img"
+	d := newDev(t, Options{Size: 4 << 20, Path: path})
+	mustWrite(t, d, 1<<20, fill(8192, 3))
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); !errors.Is(err, backend.ErrClosed) {
+		t.Fatalf("second close: %v", err)
+	}
+	// A new process opens the same file: contents kept, pages mapped.
+	d2 := newDev(t, Options{Size: 4 << 20, Path: path})
+	if got := mustRead(t, d2, 1<<20, 8192); !bytes.Equal(got, fill(8192, 3)) {
+		t.Fatal("contents lost")
+	}
+	if st := d2.Stats(); st.MappedPages < 2 || st.Programs != 0 {
+		t.Fatalf("reused file: %d mapped pages, %d programs", st.MappedPages, st.Programs)
+	}
+	d2.Close()
+	if _, err := New(Options{Size: 8 << 20, Path: path}); err == nil {
+		t.Fatal("opened a file of the wrong size")
+	}
+}
+
+// TestConcurrent runs readers, writers, syncs, discards and stats at once,
+// then cuts power mid-flight, for the race detector and to check that
+// calls fail cleanly after the cut.
+func TestConcurrent(t *testing.T) {
+	for _, path := range []string{"", "file"} {
+		o := Options{Size: 8 << 20, Seed: 3, Profile: testProfile()}
+		if path != "" {
+			o.Path = t.TempDir() + "/img"
+		}
+		d := newDev(t, o)
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for g := 0; g < 6; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 8192)
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					off := int64((g*131+i*17)%1000) * 8192 % (8 << 20)
+					var err error
+					switch (g + i) % 5 {
+					case 0, 1:
+						err = d.WriteAt(ctx, buf, off)
+					case 2:
+						err = d.ReadAt(ctx, buf, off)
+					case 3:
+						err = d.Sync(ctx)
+					case 4:
+						err = d.Discard(ctx, off, 4096)
+						_ = d.Stats()
+					}
+					if err != nil && !errors.Is(err, backend.ErrFailed) {
+						t.Errorf("unexpected error %v", err)
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(50 * time.Millisecond)
+		d2, err := d.PowerLoss()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		mustWrite(t, d2, 0, fill(4096, 1))
+		if err := d2.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -122,9 +122,10 @@ type Writer struct {
 	restores []restoreItem
 	appended bool
 
-	queue chan *segio
-	free  chan *segio
-	done  chan struct{}
+	queue   chan *segio // sealed, to the encoder
+	encoded chan *segio // encoded, to the flusher
+	free    chan *segio
+	done    chan struct{}
 
 	fmu      sync.Mutex
 	flushedN uint64
@@ -149,6 +150,7 @@ type segio struct {
 	seqLo, seqHi uint64
 	restored     bool
 	n            uint64 // sealed order
+	encErr       error
 }
 
 // NewWriter starts a writer on d. Close it to stop its flusher.
@@ -166,7 +168,7 @@ func NewWriter(d *Drives, opts WriterOptions) (*Writer, error) {
 		opts.Logger = slog.Default()
 	}
 	w := &Writer{d: d, opts: opts, wake: make(chan struct{}), done: make(chan struct{}),
-		queue: make(chan *segio, opts.MaxPendingSegios), free: make(chan *segio, opts.MaxPendingSegios+1)}
+		queue: make(chan *segio, opts.MaxPendingSegios), encoded: make(chan *segio), free: make(chan *segio, opts.MaxPendingSegios+3)}
 	g := d.Geometry
 	if g.Parity > 0 {
 		enc, err := reedsolomon.New(g.Data, g.Parity, reedsolomon.WithAutoGoroutines(int(g.BodySize())))
@@ -181,6 +183,7 @@ func NewWriter(d *Drives, opts WriterOptions) (*Writer, error) {
 		}
 		w.pos, w.havePos = Position{Layout: opts.Start.Layout.Clone(), Segio: opts.Start.Segio}, true
 	}
+	go w.encoder()
 	go w.flusher()
 	return w, nil
 }
@@ -466,14 +469,25 @@ func (w *Writer) Durable() uint64 {
 	return w.flushedN
 }
 
+// encoder seals segios in order (content map, checksums, parity) and
+// hands them to the flusher, so the next segio's encoding overlaps the
+// previous one's I/O.
+func (w *Writer) encoder() {
+	defer close(w.encoded)
+	for s := range w.queue {
+		s.encErr = w.encode(s)
+		w.encoded <- s
+	}
+}
+
 func (w *Writer) flusher() {
 	defer close(w.done)
-	for s := range w.queue {
+	for s := range w.encoded {
 		w.fmu.Lock()
 		failed := w.flushErr != nil
 		w.fmu.Unlock()
-		var err error
-		if !failed {
+		err := s.encErr
+		if !failed && err == nil {
 			err = w.flush(s)
 		}
 		w.fmu.Lock()
@@ -548,9 +562,6 @@ func crc32Update(c uint32, b []byte) uint32 {
 func (w *Writer) flush(s *segio) error {
 	ctx := context.Background()
 	g := w.d.Geometry
-	if err := w.encode(s); err != nil {
-		return err
-	}
 	w.hook(PointSegioEncoded)
 	var (
 		mu   sync.Mutex

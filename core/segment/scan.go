@@ -24,22 +24,17 @@ type Scanned struct {
 
 // Scan finds how far a segment was written, from its unit headers alone:
 // segio j counts if at least k of its units carry valid headers of one
-// write (the highest stamp with k; see the unit header format). Segios are
-// flushed one after another, each synced before the next starts, so only
-// the last one found can be torn: Scan reads it whole and verifies every
-// block; if fewer than k units verify it does not count, and if at least k
-// but not all do, the missing units are rebuilt from parity and rewritten
-// (and synced) so the segio has its full redundancy again.
+// write (the highest stamp with k; see the unit header format). It does
+// not read bodies: see VerifyLast for the one segio a crash can tear.
 //
-// Cost: (k+m) header reads per segio found, plus one full segio: bounded
-// by the segment, whatever the array stores.
+// Cost: (k+m) header reads per segio found: bounded by the segment,
+// whatever the array stores.
 func (r *Reader) Scan(ctx context.Context, lay Layout) (*Scanned, error) {
 	g := r.d.Geometry
 	if err := r.d.CheckLayout(lay); err != nil {
 		return nil, err
 	}
 	sc := &Scanned{Layout: lay.Clone()}
-	var lastValid []bool
 	for j := range g.SegiosPerAU() {
 		hs := make([]*Header, g.Width())
 		errs := make([]error, g.Width())
@@ -83,29 +78,44 @@ func (r *Reader) Scan(ctx context.Context, lay Layout) (*Scanned, error) {
 			}
 		}
 		sc.Segios = append(sc.Segios, h)
-		lastValid = valid
 	}
+	return sc, nil
+}
+
+// VerifyLast reads the last segio Scan found whole and verifies every
+// block of every unit: only the segio being flushed at a crash can be torn
+// (each is synced before the next starts), so recovery calls this for the
+// last segio written, in the last segment written. If fewer than k units
+// verify, the segio is dropped from sc.Segios (it was never durable); if
+// at least k but not all do, the missing units are rebuilt from parity,
+// rewritten and synced.
+func (r *Reader) VerifyLast(ctx context.Context, sc *Scanned) error {
+	g := r.d.Geometry
 	if len(sc.Segios) == 0 {
-		return sc, nil
+		return nil
 	}
+	lay := sc.Layout
 	last := len(sc.Segios) - 1
-	ok, repaired, bad, err := r.verifyAndRepair(ctx, lay, last, sc.Segios[last].Stamp, lastValid)
+	h := sc.Segios[last]
+	candidates := make([]bool, g.Width())
+	for i, m := range lay.Members {
+		candidates[i] = !r.d.Failed(m.Drive)
+	}
+	ok, repaired, bad, err := r.verifyAndRepair(ctx, lay, last, h.Stamp, candidates)
 	sc.Bad = append(sc.Bad, bad...)
+	sc.Repaired += repaired
 	if err != nil {
-		return sc, err
+		return err
 	}
 	if !ok {
 		sc.Segios = sc.Segios[:last]
 	}
-	sc.Repaired = repaired
-	for _, h := range sc.Segios {
-		for i := range g.Width() {
-			r.cmu.Lock()
-			delete(r.cache, unitKey{seg: lay.Segment, segio: int32(h.Segio), shard: int32(i)})
-			r.cmu.Unlock()
-		}
+	r.cmu.Lock()
+	for i := range g.Width() {
+		delete(r.cache, unitKey{seg: lay.Segment, segio: int32(last), shard: int32(i)})
 	}
-	return sc, nil
+	r.cmu.Unlock()
+	return nil
 }
 
 func pickStamp(hs []*Header, k int) (uint64, bool) {

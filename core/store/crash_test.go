@@ -47,21 +47,21 @@ type harness struct {
 	// unique for the array's life, restores reuse them with equal bytes).
 	attempted map[segment.Addr][]byte
 
-	mu          sync.Mutex
-	ackedW      []wfact
-	flushedW    int // ackedW[:flushedW] are in durable segios
-	ackedR      []rfact
-	pendingR    []rfact // appended, flush not yet returned
-	lastSeq     uint64
-	crashPoint  string
-	crashNth    int
-	crashCount  int
-	crashed     *array
-	snapW       []wfact
-	snapR       []rfact
-	armed       bool
-	reached     map[string]int
-	seg         segment.Geometry
+	mu           sync.Mutex
+	ackedW       []wfact
+	flushedW     int // ackedW[:flushedW] are in durable segios
+	ackedR       []rfact
+	pendingR     []rfact // appended, flush not yet returned
+	lastSeq      uint64
+	crashPoint   string
+	crashNth     int
+	crashCount   int
+	crashed      *array
+	snapW        []wfact
+	snapR        []rfact
+	armed        bool
+	reached      map[string]int
+	seg          segment.Geometry
 	ops, crashes int
 }
 

@@ -108,3 +108,68 @@ func TestFaultsUnderReads(t *testing.T) {
 		}
 	}
 }
+
+// TestDriveFailsDuringWrites: a drive fail-stops while segios are being
+// written; writing goes on (degraded segios, then segments without the
+// drive), every item reads back, and after a restart everything is still
+// there.
+func TestDriveFailsDuringWrites(t *testing.T) {
+	ctx := context.Background()
+	a := newArray(t, 7, 4<<20, 21)
+	s, err := Create(ctx, a.devs(), a.nvram, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(21, 21))
+	items := fill(t, s, rng, 40)
+	lay, _ := s.Layout(items[len(items)-1].a.Segment)
+	victim := lay.Members[1].Drive
+	a.drives[victim].AddFault(sim.Fault{Op: sim.OpWrite, Effect: sim.FailStop})
+	items = append(items, fill(t, s, rng, 200)...)
+	if !s.Drives().Failed(victim) {
+		t.Fatalf("drive %d failed a write but is not marked failed", victim)
+	}
+	check := func(s *Store) {
+		for _, it := range items {
+			buf := make([]byte, it.a.Length)
+			if _, err := s.Read(ctx, it.a, buf); err != nil || !bytes.Equal(buf, it.data) {
+				t.Fatalf("read %v: %v", it.a, err)
+			}
+		}
+	}
+	check(s)
+	// Segments opened after the failure avoid the drive.
+	last, _ := s.Layout(items[len(items)-1].a.Segment)
+	for _, m := range last.Members {
+		if m.Drive == victim {
+			t.Fatalf("segment %d opened after drive %d failed still uses it", last.Segment, victim)
+		}
+	}
+	if err := s.Checkpoint(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	layouts := map[segment.ID]segment.Layout{}
+	for _, it := range items {
+		l, _ := s.Layout(it.a.Segment)
+		layouts[l.Segment] = l
+	}
+	_ = s.Close(ctx)
+	b := a.powerLoss(t)
+	s2, _, err := Open(ctx, b.devs(), b.nvram, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(ctx)
+	if !s2.Drives().Failed(victim) {
+		t.Fatalf("drive %d not failed after restart", victim)
+	}
+	for _, l := range layouts {
+		if err := s2.AddLayout(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s2.EndRestore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check(s2)
+}

@@ -115,13 +115,30 @@ func Open(ctx context.Context, drives []backend.Device, nvram backend.Device, op
 	g := st.Geometry
 	lastUsed := -1
 	for i, sc := range scans {
+		if len(sc.Segios) > 0 {
+			lastUsed = i
+		}
+	}
+	// Only the segio being flushed at the crash can be torn: the last one
+	// of the last segment written.
+	if lastUsed >= 0 {
+		if err := rd.VerifyLast(ctx, scans[lastUsed]); err != nil {
+			return nil, nil, fmt.Errorf("store: verifying the last segio: %w", err)
+		}
+		if len(scans[lastUsed].Segios) == 0 {
+			lastUsed = -1
+			for i, sc := range scans {
+				if len(sc.Segios) > 0 {
+					lastUsed = i
+				}
+			}
+		}
+	}
+	for _, sc := range scans {
 		s.layouts[sc.Layout.Segment] = sc.Layout
 		rec.Segments = append(rec.Segments, ScannedSegment{Layout: sc.Layout, Segios: len(sc.Segios)})
 		rec.Bad = append(rec.Bad, sc.Bad...)
 		rec.Repaired += sc.Repaired
-		if len(sc.Segios) > 0 {
-			lastUsed = i
-		}
 		for _, h := range sc.Segios {
 			if h.Back == uint32(g.SegioBytes()) {
 				continue // no log records

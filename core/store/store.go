@@ -294,11 +294,21 @@ func (s *Store) refillLocked(ctx context.Context) error {
 }
 
 func (s *Store) onFlush(f segment.Flushed) {
+	s.mu.Lock()
 	if f.Last {
-		s.mu.Lock()
 		s.alloc.Closed(f.Segment)
-		s.mu.Unlock()
 	}
+	// A drive that failed a write is treated as failed (fail-stop): no
+	// more I/O goes to it and planned segments are re-planned without it.
+	// The boot region records it at its next write.
+	for _, dr := range f.Bad {
+		if !s.alloc.Failed(dr) {
+			s.opts.Logger.Error("store: drive failed a write; marking it failed", "drive", dr, "segment", f.Segment, "segio", f.Segio)
+			s.d.SetFailed(dr, true)
+			s.alloc.SetFailed(dr, true)
+		}
+	}
+	s.mu.Unlock()
 	if s.opts.OnFlush != nil {
 		s.opts.OnFlush(f)
 	}

@@ -187,6 +187,9 @@ func DecodeLabel(b []byte) (Label, error) {
 	if crc(b[:64]) != le.Uint32(b[64:]) {
 		return Label{}, fmt.Errorf("label: checksum: %w", ErrCorrupt)
 	}
+	if b[10] != 0 || b[11] != 0 {
+		return Label{}, fmt.Errorf("label: reserved bytes not zero: %w", ErrCorrupt)
+	}
 	l := Label{Index: int(le.Uint32(b[12:])), Drives: int(le.Uint32(b[48:])), SlotSize: int64(le.Uint32(b[52:])), Base: int64(le.Uint64(b[56:]))}
 	copy(l.Array[:], b[16:32])
 	copy(l.Drive[:], b[32:48])
@@ -295,6 +298,9 @@ func Decode(b []byte) (*State, error) {
 	}
 	if crc(b[:28]) != le.Uint32(b[28:]) {
 		return nil, fmt.Errorf("boot slot: header checksum: %w", ErrCorrupt)
+	}
+	if le.Uint32(b[24:]) != 0 {
+		return nil, fmt.Errorf("boot slot: reserved bytes not zero: %w", ErrCorrupt)
 	}
 	s := &State{Generation: le.Uint64(b[8:])}
 	n := int64(le.Uint32(b[16:]))

@@ -188,6 +188,9 @@ func FuzzDecode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if l, err := DecodeLabel(b); err == nil && !bytes.Equal(EncodeLabel(l)[:68], b[:68]) {
+			t.Fatalf("accepted label re-encodes differently")
+		}
 		s, err := Decode(b)
 		if err != nil {
 			return

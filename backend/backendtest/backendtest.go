@@ -64,6 +64,13 @@ type Factory struct {
 	// not used again. Only simulated devices provide it.
 	PowerLoss func(t testing.TB, dev backend.Device) backend.Device
 
+	// PowerLossCorruptsUnsynced loosens the power-loss check for blocks
+	// written since the last Sync: they may then hold any data, or fail to
+	// read with ErrCorrupt (a flash page torn mid-program), where otherwise
+	// each must hold its synced data or one of the writes since, whole.
+	// Blocks not written since the last Sync are checked exactly either way.
+	PowerLossCorruptsUnsynced bool
+
 	// NeedsAlignedBuffers says the device refuses buffers whose address is
 	// not a multiple of Alignment() (direct I/O). The suite then checks that
 	// such buffers are refused with ErrMisaligned; otherwise it checks that

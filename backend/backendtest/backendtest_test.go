@@ -26,11 +26,12 @@ type memDev struct {
 	data    []byte
 	durable []byte
 	dirty   map[int64]bool
+	corrupt map[int64]bool // blocks that fail reads with ErrCorrupt until written
 	closed  bool
 }
 
 func newMem(size, align int, bug string) *memDev {
-	return &memDev{align: align, bug: bug, data: make([]byte, size), durable: make([]byte, size), dirty: map[int64]bool{}}
+	return &memDev{align: align, bug: bug, data: make([]byte, size), durable: make([]byte, size), dirty: map[int64]bool{}, corrupt: map[int64]bool{}}
 }
 
 func (d *memDev) check(buf []byte, off, n int64) error {
@@ -59,6 +60,11 @@ func (d *memDev) ReadAt(ctx context.Context, buf []byte, off int64) error {
 	if d.bug == "readNothing" && len(buf) > d.align {
 		return nil
 	}
+	for b := off / int64(d.align); b < (off+int64(len(buf)))/int64(d.align); b++ {
+		if d.corrupt[b] {
+			return fmt.Errorf("block %d: %w", b, backend.ErrCorrupt)
+		}
+	}
 	end := min(off+int64(len(buf)), int64(len(d.data)))
 	if off < end {
 		copy(buf, d.data[off:end])
@@ -81,6 +87,7 @@ func (d *memDev) WriteAt(ctx context.Context, buf []byte, off int64) error {
 	}
 	for b := off / int64(d.align); b < end/int64(d.align); b++ {
 		d.dirty[b] = true
+		delete(d.corrupt, b)
 	}
 	return nil
 }
@@ -142,13 +149,20 @@ func (d *memDev) powerLoss(rng *rand.Rand) *memDev {
 	a := int64(d.align)
 	for b := range d.dirty {
 		switch {
+		case strings.HasPrefix(d.bug, "garbage"):
+			for i := b * a; i < (b+1)*a; i++ {
+				n.data[i] = byte(rng.Uint32())
+			}
+			if rng.IntN(4) == 0 {
+				n.corrupt[b] = true
+			}
 		case d.bug == "tearInsideBlock":
 			copy(n.data[b*a:b*a+a/2], d.data[b*a:])
 		case rng.IntN(2) == 0:
 			copy(n.data[b*a:(b+1)*a], d.data[b*a:])
 		}
 	}
-	if d.bug == "loseSynced" {
+	if strings.HasPrefix(d.bug, "loseSynced") {
 		// Drop one block that was synced and not rewritten since.
 		for b := int64(0); b < int64(len(d.data))/a; b++ {
 			if !d.dirty[b] && rng.IntN(64) == 0 {
@@ -179,7 +193,8 @@ func memFactory(size, align int, bug string) Factory {
 		PowerLoss: func(t testing.TB, dev backend.Device) backend.Device {
 			return dev.(*memDev).powerLoss(rng)
 		},
-		NeedsAlignedBuffers: bug != "",
+		NeedsAlignedBuffers:       bug != "",
+		PowerLossCorruptsUnsynced: strings.HasSuffix(bug, "+lenient"),
 	}
 }
 
@@ -189,6 +204,9 @@ func TestMemDevice(t *testing.T) {
 			Run(t, memFactory(c.size, c.align, ""))
 		})
 	}
+	// A device whose power cuts leave garbage, or unreadable blocks, where
+	// writes were unsynced passes with PowerLossCorruptsUnsynced.
+	t.Run("garbage+lenient", func(t *testing.T) { Run(t, memFactory(4<<20, 4096, "garbage+lenient")) })
 }
 
 // mutants are devices with one bug each and the subtest that must catch it.
@@ -198,6 +216,8 @@ var mutants = []struct{ bug, catcher string }{
 	{"closedWorks", "Closed"},
 	{"loseSynced", "PowerLoss/SyncedSurvives"},
 	{"tearInsideBlock", "PowerLoss/SyncedSurvives"},
+	{"garbage", "PowerLoss/SyncedSurvives"},
+	{"loseSynced+lenient", "PowerLoss/SyncedSurvives"},
 	{"discardSpill", "Discard"},
 	{"acceptUnalignedBuf", "BufferAddress"},
 	{"readNothing", "ReadYourWrites"},

@@ -528,7 +528,7 @@ func testPowerLossRounds(h *harness) {
 		}
 		h.t.Logf("round %d: %d ops, sync after op %d; power loss", round, ops, syncAt)
 		h.powerLoss()
-		if err := h.m.checkAfterPowerLoss(h.ctx, h.dev); err != nil {
+		if err := h.m.checkAfterPowerLoss(h.ctx, h.dev, h.f.PowerLossCorruptsUnsynced); err != nil {
 			h.t.Fatalf("round %d: %v", round, err)
 		}
 		// The device works after the cut: rewrite discarded blocks so the
@@ -572,7 +572,7 @@ func testPowerLossConcurrent(h *harness) {
 	}
 	h.sync()
 	h.powerLoss()
-	if err := h.m.checkAfterPowerLoss(h.ctx, h.dev); err != nil {
+	if err := h.m.checkAfterPowerLoss(h.ctx, h.dev, h.f.PowerLossCorruptsUnsynced); err != nil {
 		h.t.Fatal(err)
 	}
 	h.checkAll()
@@ -587,7 +587,7 @@ func testPowerLossNothingPending(h *harness) {
 	h.sync()
 	for range 2 {
 		h.powerLoss()
-		if err := h.m.checkAfterPowerLoss(h.ctx, h.dev); err != nil {
+		if err := h.m.checkAfterPowerLoss(h.ctx, h.dev, h.f.PowerLossCorruptsUnsynced); err != nil {
 			h.t.Fatal(err)
 		}
 		h.checkAll()

@@ -3,6 +3,7 @@ package backendtest
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -177,8 +178,12 @@ func runs(blocks []int64, maxRun int64) [][2]int64 {
 // returns a description of the first few mismatches, or nil.
 func (m *model) check(ctx context.Context, dev backend.Device) error {
 	var bad []string
-	err := m.scan(ctx, dev, slices.Collect(maps.Keys(m.cur)), func(b int64, data []byte) bool {
+	err := m.scan(ctx, dev, slices.Collect(maps.Keys(m.cur)), func(b int64, data []byte, err error) bool {
 		g := m.cur[b]
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("block at %d: want generation %d, read fails: %v", b*m.align, g, err))
+			return len(bad) < 5
+		}
 		if g == genAny || holds(data, b*m.align, g) {
 			return true
 		}
@@ -198,9 +203,10 @@ func (m *model) check(ctx context.Context, dev backend.Device) error {
 // checks the power-loss rule: a block not written since the last Sync holds
 // its durable generation exactly; a block written since holds its durable
 // generation or one of the generations written since (each block whole:
-// tearing happens between blocks, not inside one). Afterwards the model
+// tearing happens between blocks, not inside one), or, with garbage, any
+// data at all or a read error of class ErrCorrupt. Afterwards the model
 // holds what the device holds, all of it durable.
-func (m *model) checkAfterPowerLoss(ctx context.Context, dev backend.Device) error {
+func (m *model) checkAfterPowerLoss(ctx context.Context, dev backend.Device, garbage bool) error {
 	blocks := slices.Collect(maps.Keys(m.durable))
 	for b := range m.since {
 		if _, ok := m.durable[b]; !ok {
@@ -209,30 +215,33 @@ func (m *model) checkAfterPowerLoss(ctx context.Context, dev backend.Device) err
 	}
 	var bad []string
 	now := map[int64]uint32{}
-	err := m.scan(ctx, dev, blocks, func(b int64, data []byte) bool {
+	err := m.scan(ctx, dev, blocks, func(b int64, data []byte, err error) bool {
 		off := b * m.align
 		d, wasDurable := m.durable[b]
 		if !wasDurable {
 			d = genAny // never synced: the old contents are unknown
 		}
 		cands := append([]uint32{d}, m.since[b]...)
-		if slices.Contains(cands, genAny) {
+		unsynced := len(m.since[b]) > 0
+		switch {
+		case err != nil && garbage && unsynced && errors.Is(err, backend.ErrCorrupt):
 			now[b] = genAny
-			// Still usable: if the data is one of the candidates, say so.
-			for _, g := range cands {
-				if g != genAny && holds(data, off, g) {
-					now[b] = g
-				}
-			}
 			return true
+		case err != nil:
+			bad = append(bad, fmt.Sprintf("block at %d: want generation %d or unsynced %v, read fails: %v", off, d, m.since[b], err))
+			return len(bad) < 5
 		}
 		for _, g := range cands {
-			if holds(data, off, g) {
+			if g != genAny && holds(data, off, g) {
 				now[b] = g
 				return true
 			}
 		}
-		if len(m.since[b]) == 0 {
+		if slices.Contains(cands, genAny) || (garbage && unsynced) {
+			now[b] = genAny // anything goes
+			return true
+		}
+		if !unsynced {
 			bad = append(bad, fmt.Sprintf("block at %d: synced generation %d lost, have %s", off, d, describe(data, off, cands, m.maxGen())))
 		} else {
 			bad = append(bad, fmt.Sprintf("block at %d: want synced generation %d or unsynced %v, have %s", off, d, m.since[b], describe(data, off, cands, m.maxGen())))
@@ -251,18 +260,25 @@ func (m *model) checkAfterPowerLoss(ctx context.Context, dev backend.Device) err
 }
 
 // scan reads the given blocks in runs of up to 1 MiB and calls visit for
-// each block until visit returns false.
-func (m *model) scan(ctx context.Context, dev backend.Device, blocks []int64, visit func(b int64, data []byte) bool) error {
+// each block until visit returns false. Where a run fails to read, it reads
+// the run's blocks one by one and passes each block's error to visit.
+func (m *model) scan(ctx context.Context, dev backend.Device, blocks []int64, visit func(b int64, data []byte, err error) bool) error {
 	maxRun := max(1, (1<<20)/m.align)
 	buf := backend.AlignedBuffer(int(maxRun * m.align))
 	for _, r := range runs(blocks, maxRun) {
 		off, n := r[0]*m.align, r[1]*m.align
 		p := buf[:n]
 		if err := dev.ReadAt(ctx, p, off); err != nil {
-			return fmt.Errorf("read %d bytes at %d: %w", n, off, err)
+			for i := int64(0); i < r[1]; i++ {
+				q := p[i*m.align : (i+1)*m.align]
+				if !visit(r[0]+i, q, dev.ReadAt(ctx, q, off+i*m.align)) {
+					return nil
+				}
+			}
+			continue
 		}
 		for i := int64(0); i < r[1]; i++ {
-			if !visit(r[0]+i, p[i*m.align:(i+1)*m.align]) {
+			if !visit(r[0]+i, p[i*m.align:(i+1)*m.align], nil) {
 				return nil
 			}
 		}

@@ -2,6 +2,8 @@ package sim
 
 import (
 	"fmt"
+
+	"github.com/shalestore/shale/backend/backendtest"
 	"sync/atomic"
 	"testing"
 )
@@ -63,8 +65,27 @@ func benchIO(b *testing.B, size int, write, parallel bool) {
 	})
 }
 
+// benchCopy is the baseline: copying the same bytes out of a 256 MiB
+// array at the same offsets, with no device around it.
+func benchCopy(b *testing.B, size int) {
+	mem := make([]byte, 256<<20)
+	for i := range mem {
+		mem[i] = byte(i)
+	}
+	span := int64(len(mem) / size)
+	buf := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range int64(b.N) {
+		off := (i * 7919 % span) * int64(size)
+		copy(buf, mem[off:off+int64(size)])
+	}
+}
+
 func BenchmarkIO(b *testing.B) {
 	for _, size := range []int{4 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("Copy%dK", size>>10), func(b *testing.B) { benchCopy(b, size) })
 		for _, write := range []bool{false, true} {
 			for _, par := range []bool{false, true} {
 				name := fmt.Sprintf("%s%dK", map[bool]string{false: "Read", true: "Write"}[write], size>>10)
@@ -75,4 +96,17 @@ func BenchmarkIO(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkDevice runs backendtest's device workloads (the ones the file
+// and nvme backends report) on a filled 256 MiB memory sim without
+// latency.
+func BenchmarkDevice(b *testing.B) {
+	d, err := New(Options{Size: 256 << 20, Profile: SSDProfile().ZeroLatency()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	backendtest.Fill(b, d)
+	backendtest.Bench(b, d)
 }

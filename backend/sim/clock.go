@@ -68,3 +68,20 @@ func (c *Clock) advanceTo(t int64) {
 		}
 	}
 }
+
+// Rail is a power supply shared by several devices (Options.Rail), such as
+// the drives and NVRAM of one array: cutting it cuts them all at the same
+// instant. Any cut of one of its devices (PowerLoss, a PowerCut fault)
+// cuts the rail. After a cut every device on it fails each call with
+// backend.ErrFailed, and each device's PowerLoss returns it as it comes
+// back (its image is taken as of the cut). Safe for concurrent use.
+type Rail struct {
+	epoch atomic.Int64
+}
+
+// NewRail returns a powered rail.
+func NewRail() *Rail { return &Rail{} }
+
+// Cut cuts the power of every device on the rail. Devices created on the
+// rail later (including those PowerLoss returns) are powered.
+func (r *Rail) Cut() { r.epoch.Add(1) }

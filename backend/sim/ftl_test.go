@@ -95,7 +95,7 @@ func fillSeq(t *testing.T, d *Device) {
 }
 
 func TestWriteAmplification(t *testing.T) {
-	const size = 64 << 20
+	const size = 32 << 20
 	pages := size / 4096
 
 	t.Run("random overwrites", func(t *testing.T) {

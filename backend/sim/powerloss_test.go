@@ -161,10 +161,14 @@ func TestModel(t *testing.T) {
 		align int
 		file  bool
 	}
+	seeds, steps := int64(2), 1200
+	if *long {
+		seeds, steps = 10, 10000
+	}
 	for _, c := range []cfg{{"mem512", 512, false}, {"mem4096", 4096, false}, {"file512", 512, true}} {
-		for seed := int64(1); seed <= 4; seed++ {
+		for seed := int64(1); seed <= seeds; seed++ {
 			t.Run(fmt.Sprintf("%s/seed=%d", c.name, seed), func(t *testing.T) {
-				runModel(t, c.align, c.file, seed, 1500)
+				runModel(t, c.align, c.file, seed, steps)
 			})
 		}
 	}
@@ -263,5 +267,41 @@ func runModel(t *testing.T, align int, file bool, seed int64, steps int) {
 	t.Logf("%d power losses, %d sectors not holding their last write afterwards", crashes, tornSeen)
 	if crashes > 5 && tornSeen == 0 {
 		t.Fatal("power losses never lost an unsynced write")
+	}
+}
+
+func TestMaxUnsynced(t *testing.T) {
+	d := newDev(t, Options{Size: 4 << 20, Seed: 1, MaxUnsyncedBytes: 64 << 10})
+	mustWrite(t, d, 0, fill(1<<20, 1))
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 64 overwrites of 16 KiB: only the last ~64 KiB of old data is kept.
+	for i := 0; i < 64; i++ {
+		mustWrite(t, d, int64(i)*16384, fill(16384, 2))
+	}
+	st := d.Stats()
+	if st.Destaged < 55 || d.undo.retained > 64<<10 || d.undo.pending() > 9 {
+		t.Fatalf("destaged %d, retained %d, pending %d", st.Destaged, d.undo.retained, d.undo.pending())
+	}
+	d2, err := d.PowerLoss()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Destaged writes survive; only the last few may roll back.
+	img := mustRead(t, d2, 0, 1<<20)
+	if !bytes.Equal(img[:50*16384], fill(50*16384, 2)) {
+		t.Fatal("a destaged write was lost")
+	}
+	if d2.Stats().Destaged != st.Destaged {
+		t.Fatal("destaged count not carried over")
+	}
+	// Unlimited: nothing is destaged.
+	u := newDev(t, Options{Size: 4 << 20, MaxUnsyncedBytes: -1})
+	for i := 0; i < 3; i++ {
+		mustWrite(t, u, 0, fill(1<<20, byte(i)))
+	}
+	if u.Stats().Destaged != 0 || u.undo.pending() != 3 {
+		t.Fatal("unlimited log destaged")
 	}
 }

@@ -1,56 +1,93 @@
 // Package sim is a simulated SSD (or NVRAM part) behind backend.Device:
 // the crashable, fault-injectable fake every recovery test of shale runs
-// on, modelled closely enough to test I/O scheduling.
+// on, modelled closely enough to test I/O scheduling. Everything random
+// derives from Options.Seed, so a run repeats exactly.
+//
+//	d, _ := sim.New(sim.Options{Size: 64 << 20, Seed: 1})
+//	d.AddFault(sim.Fault{Op: sim.OpWrite, Nth: 100, Effect: sim.PowerCut})
+//	... run a workload until calls fail with backend.ErrFailed ...
+//	d2, _ := d.PowerLoss() // the drive as it comes back; recover from it
+//
+// It registers itself as backend "sim" (see SpecOptions for its keys).
 //
 // # Model
 //
 // Contents: a logical image of Size bytes in 4 KiB pages, kept in memory
 // (sparse) or in a sparse backing file at Options.Path (same offsets, so
 // the file is the drive's image). Reads of never-written or discarded
-// ranges return zeros. The logical block size (Alignment) is 512 by
-// default (4096 selectable); a write that covers only part of a 4 KiB page
-// costs a read-modify-write inside the drive (Stats.RMWPages). Partial-page
-// discards zero the sectors but leave the page mapped.
+// ranges return zeros.
 //
-// Flash: an FTL (ftl.go) maps logical pages to NAND pages in erase blocks
-// over dies and planes, with over-provisioning, open blocks, greedy garbage
-// collection and wear counts. It keeps no bytes; it decides where NAND time
-// is spent and feeds Stats (write amplification, P/E per block).
+// Alignment: 512-byte logical blocks by default, as on the 512e drives
+// most hosts see, so the NVRAM log may commit single sectors and power
+// loss tears writes at sector granularity; 4096 is selectable
+// (Profile.Alignment, option "alignment"). Inside the drive the mapping
+// unit is 4 KiB: a write that covers part of a page costs a
+// read-modify-write (Stats.RMWPages) and a whole page program. The engine's
+// 4 KiB-aligned I/O never pays it. Partial-page discards zero the sectors
+// but leave the page mapped.
 //
-// Time (die.go): each die runs one NAND operation at a time; programs and
-// erases queue; a host read jumps the queue but waits for the operation in
+// Flash (ftl.go): logical pages map to NAND pages in erase blocks over dies
+// and planes, with over-provisioning, an open block per plane for host
+// writes and one for GC, greedy garbage collection (fewest valid pages),
+// FIFO reuse of erased blocks (dynamic wear levelling) and per-block P/E
+// counts. The FTL keeps no bytes; it decides where NAND time goes and
+// feeds Stats (write amplification, GC moves, wear).
+//
+// Time (die.go, timing.go): each die runs one NAND operation at a time
+// (multi-plane operations count once); programs, GC moves and erases
+// queue; a host read jumps the queue but waits for the operation in
 // progress, so a read that lands on a die that is erasing waits up to an
-// erase time (Stats.ReadStalls). Writes return when their data is in the
-// write cache (Profile.CacheBytes; write-through when 0); Sync waits for
-// queued programs. With Options.Time = Virtual the latency is counted on a
-// Clock, not waited; with Real the caller sleeps it.
+// erase time (Stats.ReadStalls, ReadStallsErase). Writes return when their
+// data is in the write cache (Profile.CacheBytes; write-through when 0) and
+// stall when it is full; Sync waits for queued programs; the host link
+// limits bandwidth. With Options.Time = Virtual the latency is counted on a
+// Clock (shareable between devices) and never waited, so tests can assert
+// on latencies exactly; with Real the caller sleeps it.
 //
 // # Durability and power loss
 //
-// Every write and discard is durable only after a later Sync returns.
+// A write or discard is durable only after a later Sync returns.
 // PowerLoss cuts power: the device fails every later call with
-// backend.ErrFailed and PowerLoss returns the device as it comes back, in
+// backend.ErrFailed, and PowerLoss returns the device as it comes back, in
 // which synced data is intact and each write or discard since the last
 // Sync was kept, dropped or torn (each of its sectors kept or not) at
 // random, a sector holding the latest kept write that covers it. The
-// choices derive from Options.Seed and the number of power cycles, so the
-// same seed and calls give the same image byte for byte. Close is an
-// orderly shutdown: every write is kept. Until the next Sync the device
-// keeps the old contents of every unsynced write (about one copy of the
-// unsynced data; whole-page overwrites in memory move the old page instead
-// of copying it).
+// choices derive from Options.Seed and the number of power cycles: the
+// same seed and calls give the same image byte for byte. Devices sharing a
+// Rail lose power together. Close is an orderly shutdown (every write kept;
+// Reopen gives the drive back).
+//
+// Until the next Sync the device keeps the old contents of every unsynced
+// write (about one copy of the unsynced data; in memory, whole-page
+// overwrites move the old page rather than copying it), so a workload that
+// never syncs grows by what it writes.
 //
 // # Faults
 //
-// AddFault installs rules (fault.go): match by operation, Nth match, range
-// and probability; fail-stop, error, slow, silent corruption or power cut.
-// Rules do not carry over PowerLoss or Reopen.
+// AddFault installs rules (fault.go) matching by operation, Nth match,
+// offset range and seeded probability, once or sticky, with effects
+// fail-stop, error (ErrFailed or ErrCorrupt), slow, silent bit rot and
+// power cut. Rules do not carry over PowerLoss or Reopen.
+//
+// # Simplifications
+//
+// Reads of data still in the write cache are served by NAND, not the
+// cache. GC moves only metadata (the store is keyed by logical offset).
+// There is no program/erase suspend, no static wear levelling, no channel
+// contention between dies (only the host link is shared), and no wear-out.
+// The FTL state (mapping, wear) is not persisted in a backing file: a new
+// Device over an existing file maps its allocated extents afresh with zero
+// wear. With Virtual time, a call starts at the clock's value when it is
+// issued, so calls from several goroutines overlap in virtual time only if
+// issued before either completes; per-call latencies are exact regardless.
 //
 // # Limits
 //
-// Size ≤ about 16 TiB of NAND (physical page numbers are 32-bit). Memory:
+// Size ≤ about 16 TiB of NAND (32-bit physical page numbers). Memory:
 // 4 KiB per written page in memory mode, plus about 8 bytes per written page
-// and 40 bytes per erase block for the FTL.
+// and 40 bytes per erase block for the FTL. Small devices get smaller
+// erase blocks, planes and dies than their profile (Geometry), which also
+// raises their effective over-provisioning.
 package sim
 
 import (
@@ -83,11 +120,20 @@ type Options struct {
 	// Clock is the virtual clock (Virtual mode); nil gives the device its
 	// own. Share one among the drives of an array.
 	Clock *Clock
+	// Rail, if set, is the power supply this device shares with others:
+	// a power cut of one (PowerLoss, a PowerCut fault, Rail.Cut) cuts all.
+	Rail *Rail
 	// Path, if set, keeps the contents in a sparse file there instead of
 	// memory. An existing file of exactly Size bytes is reused with its
 	// contents (FTL state and wear start fresh); an empty or missing one is
 	// created. Only one Device may use a path at a time.
 	Path string
+	// MaxUnsyncedBytes bounds the old contents kept for unsynced writes
+	// (what power loss may roll back): past it the oldest unsynced writes
+	// are destaged, i.e. become durable as if the drive had flushed them
+	// (Stats.Destaged). 0 means DefaultMaxUnsyncedBytes; negative means no
+	// limit.
+	MaxUnsyncedBytes int64
 	// Name identifies the device in errors and logs ("drives[3]").
 	Name string
 	// Logger receives power-loss and fault events; nil means
@@ -117,6 +163,10 @@ type Device struct {
 	gen    int64 // power cycles
 	clock  *Clock
 	real   time.Time // Real mode: device time 0
+	rail   *Rail
+	// railEpoch is the rail's epoch when this device was powered on; a
+	// different epoch means the rail has been cut since.
+	railEpoch int64
 
 	state  atomic.Int32
 	faults faultSet
@@ -125,8 +175,7 @@ type Device struct {
 	// and Close hold it exclusively. Lock order: mu, then tmu.
 	mu           sync.RWMutex
 	st           store
-	recs         []undoRec
-	frags        []frag
+	undo         undoLog
 	revived      *Device // after a power cut: the device as it comes back
 	reviveErr    error
 	successorErr error // why PowerLoss or Reopen cannot hand out a device
@@ -214,8 +263,13 @@ func New(opts Options) (*Device, error) {
 		seed:   uint64(opts.Seed),
 		clock:  opts.Clock,
 		real:   time.Now(),
+		rail:   opts.Rail,
+	}
+	if d.rail != nil {
+		d.railEpoch = d.rail.epoch.Load()
 	}
 	d.faults.seed = d.seed
+	d.undo.limit = unsyncedLimit(opts.MaxUnsyncedBytes)
 	drv := newDrive(geo)
 	var existed bool
 	if opts.Path == "" {
@@ -242,6 +296,16 @@ func New(opts Options) (*Device, error) {
 		"path", opts.Path, "reused", existed, "dies", geo.Dies, "planes", geo.Planes, "pages_per_block", geo.PagesPerBlock,
 		"blocks", geo.Blocks, "overprovision", geo.OverProvision)
 	return d, nil
+}
+
+func unsyncedLimit(n int64) int64 {
+	switch {
+	case n == 0:
+		return DefaultMaxUnsyncedBytes
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 func newDrive(geo Geometry) *drive {
@@ -274,7 +338,12 @@ func (d *Device) successor(st store, drv *drive, gen int64) *Device {
 	nd := &Device{
 		opts: d.opts, prof: d.prof, geo: d.geo, log: d.log, name: d.name,
 		sector: d.sector, size: d.size, seed: d.seed, gen: gen, clock: d.clock, real: d.real,
-		st: st, drv: drv,
+		rail: d.rail, st: st, drv: drv,
+	}
+	nd.undo.limit = d.undo.limit
+	nd.undo.destaged.Store(d.undo.destaged.Load())
+	if nd.rail != nil {
+		nd.railEpoch = nd.rail.epoch.Load()
 	}
 	nd.faults.seed = mix(d.seed, uint64(gen))
 	now := nd.now()
@@ -319,10 +388,18 @@ func (d *Device) AddFault(f Fault) FaultID { return d.faults.add(f) }
 // RemoveFault uninstalls a rule; unknown ids are ignored.
 func (d *Device) RemoveFault(id FaultID) { d.faults.remove(id) }
 
+// powered reports whether the device's rail (if any) still has power.
+func (d *Device) powered() bool {
+	return d.rail == nil || d.rail.epoch.Load() == d.railEpoch
+}
+
 // stateErr returns the error for a device that is not usable, or nil.
 func (d *Device) stateErr(op string, off int64) error {
 	switch d.state.Load() {
 	case stateOK:
+		if !d.powered() {
+			return fmt.Errorf("%s: %s at %d: power is cut (rail): %w", d.name, op, off, backend.ErrFailed)
+		}
 		return nil
 	case stateClosed:
 		return fmt.Errorf("%s: %s at %d: %w", d.name, op, off, backend.ErrClosed)
@@ -365,7 +442,7 @@ func (d *Device) begin(ctx context.Context, op Op, opName string, off, n int64, 
 			return fx, nil // applied first, then cut
 		}
 		d.mu.Lock()
-		d.cutLocked()
+		d.cutRailLocked()
 		d.mu.Unlock()
 		return fx, fmt.Errorf("%s: %s at %d: injected power cut: %w", d.name, opName, off, backend.ErrFailed)
 	case fx.failStop:
@@ -460,13 +537,13 @@ func (d *Device) WriteAt(ctx context.Context, buf []byte, off int64) error {
 		d.mu.Unlock()
 		return err
 	}
-	lo := len(d.frags)
-	if err := d.st.write(buf, off, &d.frags); err != nil {
-		d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
+	lo := d.undo.mark()
+	err = d.st.write(buf, off, &d.undo.frags)
+	d.undo.commit(lo, d.st)
+	if err != nil {
 		d.mu.Unlock()
 		return d.ioErr("write", off, err)
 	}
-	d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
 	if err := d.applyFlipsLocked(fx.flips); err != nil {
 		d.mu.Unlock()
 		return d.ioErr("write", off, err)
@@ -475,7 +552,7 @@ func (d *Device) WriteAt(ctx context.Context, buf []byte, off int64) error {
 	end, err := d.drv.timeWrite(d, d.now(), off, n, &fx)
 	d.tmu.Unlock()
 	if fx.powerCut {
-		d.cutLocked()
+		d.cutRailLocked()
 		d.mu.Unlock()
 		return fmt.Errorf("%s: write at %d: injected power cut: %w", d.name, off, backend.ErrFailed)
 	}
@@ -498,9 +575,9 @@ func (d *Device) Discard(ctx context.Context, off, length int64) error {
 		d.mu.Unlock()
 		return err
 	}
-	lo := len(d.frags)
-	err = d.st.zero(off, length, &d.frags)
-	d.recs = append(d.recs, undoRec{int32(lo), int32(len(d.frags))})
+	lo := d.undo.mark()
+	err = d.st.zero(off, length, &d.undo.frags)
+	d.undo.commit(lo, d.st)
 	if err != nil {
 		d.mu.Unlock()
 		return d.ioErr("discard", off, err)
@@ -513,7 +590,7 @@ func (d *Device) Discard(ctx context.Context, off, length int64) error {
 	end := d.drv.timeDiscard(d, d.now(), off, length, &fx)
 	d.tmu.Unlock()
 	if fx.powerCut {
-		d.cutLocked()
+		d.cutRailLocked()
 		d.mu.Unlock()
 		return fmt.Errorf("%s: discard at %d: injected power cut: %w", d.name, off, backend.ErrFailed)
 	}
@@ -550,14 +627,16 @@ func (d *Device) Sync(ctx context.Context) error {
 // dropUndoLocked makes everything written durable. REQUIRES: mu held
 // exclusively.
 func (d *Device) dropUndoLocked() {
-	for i := range d.frags {
-		d.st.release(&d.frags[i])
+	d.undo.drop(d.st)
+}
+
+// cutRailLocked cuts the power of d and of every device on its rail.
+// REQUIRES: mu held exclusively.
+func (d *Device) cutRailLocked() {
+	if d.rail != nil && d.powered() && d.state.Load() == stateOK {
+		d.rail.Cut()
 	}
-	clear(d.frags)
-	d.frags, d.recs = d.frags[:0], d.recs[:0]
-	if cap(d.frags) > 1<<16 { // don't hoard after a burst
-		d.frags, d.recs = nil, nil
-	}
+	d.cutLocked()
 }
 
 // cutLocked cuts power: the device fails from now on and d.revived (or
@@ -573,11 +652,9 @@ func (d *Device) cutLocked() {
 	d.final = d.statsLocked()
 	d.drv = nil
 	d.tmu.Unlock()
-	unsynced := len(d.recs)
+	unsynced := d.undo.pending()
 	rng := rand.New(rand.NewPCG(mix(d.seed, 0x9017e7), uint64(d.gen)))
-	err := crash(d.st, d.recs, d.frags, rng, d.sector)
-	clear(d.frags)
-	d.frags, d.recs = nil, nil
+	err := d.undo.crash(d.st, rng, d.sector)
 	st := d.st
 	d.st = nil
 	if err != nil {
@@ -590,8 +667,9 @@ func (d *Device) cutLocked() {
 	d.log.Debug("sim: power cut", "unsynced_writes", unsynced, "power_cycle", d.gen+1)
 }
 
-// PowerLoss cuts power now (unless a PowerCut fault already did) and
-// returns the device as it comes back: synced data intact, each write or
+// PowerLoss cuts power now (unless a PowerCut fault or the rail already
+// did; with a Rail it cuts every device on it) and returns the device as it
+// comes back: synced data intact, each write or
 // discard since the last Sync kept, dropped or torn at sector granularity
 // as the seed decides. From then on d fails every call with
 // backend.ErrFailed (Stats keeps working). The new device has d's options,
@@ -611,7 +689,7 @@ func (d *Device) PowerLoss() (*Device, error) {
 	if d.state.Load() == stateClosed {
 		return nil, fmt.Errorf("%s: power loss: %w", d.name, backend.ErrClosed)
 	}
-	d.cutLocked()
+	d.cutRailLocked()
 	if d.revived == nil {
 		return nil, d.reviveErr
 	}
@@ -620,22 +698,33 @@ func (d *Device) PowerLoss() (*Device, error) {
 	return nd, nil
 }
 
-// PoweredOff reports whether power has been cut (by PowerLoss or a
-// PowerCut fault).
-func (d *Device) PoweredOff() bool { return d.state.Load() == stateOff }
+// PoweredOff reports whether power has been cut (by PowerLoss, a PowerCut
+// fault or the device's Rail).
+func (d *Device) PoweredOff() bool {
+	return d.state.Load() == stateOff || d.state.Load() == stateOK && !d.powered()
+}
 
 // Close implements backend.Device as an orderly shutdown: the drive flushes
 // its cache, so every write survives (see Reopen). Calls after Close fail
 // with backend.ErrClosed. Closing a device twice returns
-// backend.ErrClosed.
+// backend.ErrClosed. Closing a device whose power is cut discards the
+// device PowerLoss would have returned; a backing file keeps the
+// post-crash image.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch d.state.Load() {
-	case stateClosed:
+	switch {
+	case d.state.Load() == stateClosed:
 		return fmt.Errorf("%s: close: %w", d.name, backend.ErrClosed)
-	case stateOff:
+	case d.state.Load() == stateOff || !d.powered():
+		// Power is cut: the drive keeps its post-crash image (a backing
+		// file holds it, ready for New) and nothing more can be asked of it.
+		d.cutLocked()
 		d.state.Store(stateClosed)
+		if d.revived != nil {
+			d.revived.st.close()
+			d.revived, d.handedOff = nil, true
+		}
 		return nil
 	}
 	return d.closeLocked()
@@ -672,7 +761,7 @@ func (d *Device) Reopen() (*Device, error) {
 	}
 	d.tmu.Lock()
 	drv := d.drv
-	if drv == nil || d.state.Load() == stateOff {
+	if drv == nil || d.state.Load() == stateOff || !d.powered() {
 		d.tmu.Unlock()
 		return nil, fmt.Errorf("%s: reopen: power was cut; use PowerLoss: %w", d.name, backend.ErrFailed)
 	}
@@ -729,6 +818,7 @@ func (d *Device) statsLocked() Stats {
 		Read: v.hist[histRead].summary(), Write: v.hist[histWrite].summary(),
 		Sync: v.hist[histSync].summary(), Discard: v.hist[histDiscard].summary(),
 		Geometry: d.geo,
+		Destaged: d.undo.destaged.Load(),
 	}
 	if c.writeBytes > 0 {
 		s.WriteAmplification = float64(f.programs*PageSize) / float64(c.writeBytes)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,9 @@ import (
 )
 
 var ctx = context.Background()
+
+// long selects the long versions of the randomized tests (soak runs).
+var long = flag.Bool("long", false, "run long versions of the randomized tests")
 
 // newDev is New with t.Fatal on error and Close at cleanup.
 func newDev(t testing.TB, o Options) *Device {

@@ -57,8 +57,13 @@ type Stats struct {
 	// Busy* are NAND time summed over dies, by kind of work.
 	BusyRead, BusyProgram, BusyGC, BusyErase time.Duration
 
-	// Latency of host calls as the caller saw them.
+	// Latency of host calls as modelled (in Real mode the caller's sleep
+	// may overshoot it by scheduler granularity).
 	Read, Write, Sync, Discard Latency
+
+	// Destaged counts unsynced writes made durable early because the
+	// unsynced data exceeded Options.MaxUnsyncedBytes.
+	Destaged int64
 
 	// Geometry is the NAND layout in use.
 	Geometry Geometry

@@ -188,3 +188,32 @@ func TestRealTime(t *testing.T) {
 		t.Fatalf("zero-latency profile shows write latency %v", st.Write.Max)
 	}
 }
+
+func TestSharedClock(t *testing.T) {
+	clk := NewClock()
+	a := newDev(t, Options{Size: 32 << 20, Profile: testProfile(), Clock: clk})
+	b := newDev(t, Options{Size: 32 << 20, Profile: testProfile(), Clock: clk, Kind: 1})
+	if b.Profile().Name != "test" || a.Clock() != clk || b.Clock() != clk {
+		t.Fatal("options not kept")
+	}
+	mustWrite(t, a, 0, make([]byte, 4096))
+	if clk.Now() != 105*time.Microsecond {
+		t.Fatalf("clock at %v after a 105 µs write", clk.Now())
+	}
+	mustWrite(t, b, 0, make([]byte, 4096))
+	if clk.Now() != 210*time.Microsecond {
+		t.Fatalf("clock at %v after two writes on two drives", clk.Now())
+	}
+	if st := b.Stats(); st.Elapsed != 210*time.Microsecond || st.Write.Max != 105*time.Microsecond {
+		t.Fatalf("b: elapsed %v, write latency %v", st.Elapsed, st.Write.Max)
+	}
+	clk.AdvanceTo(time.Millisecond)
+	clk.AdvanceTo(0) // never backwards
+	if clk.Now() != time.Millisecond {
+		t.Fatalf("clock at %v", clk.Now())
+	}
+	n := newDev(t, Options{Size: 1 << 20, Kind: 1})
+	if n.Profile().Name != "nvram" || n.Kind().String() != "nvram" {
+		t.Fatalf("NVRAM kind got profile %q", n.Profile().Name)
+	}
+}

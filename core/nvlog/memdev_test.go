@@ -98,21 +98,34 @@ func (d *memDev) setFailSync() { d.mu.Lock(); d.failSync = true; d.mu.Unlock() }
 // powerLoss kills d and returns the device as it comes back: durable data,
 // plus each unsynced write kept, dropped or torn (per block) at random.
 func (d *memDev) powerLoss(rng *rand.Rand) *memDev {
+	mode := 0
+	return d.powerLossWith(func(_, block int) bool {
+		if block == 0 {
+			mode = rng.IntN(3)
+		}
+		switch mode {
+		case 0:
+			return false // dropped
+		case 1:
+			return true // kept
+		}
+		return rng.IntN(2) == 0 // torn
+	})
+}
+
+// powerLossWith is powerLoss with the choice made by keep: for the i-th
+// unsynced write (in write order) and each of its blocks, whether the block
+// reached the medium.
+func (d *memDev) powerLossWith(keep func(write, block int) bool) *memDev {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.dead = true
 	nd := newMemDev(int64(len(d.data)), d.align)
 	copy(nd.durable, d.durable)
-	for _, w := range d.pending {
-		switch rng.IntN(3) {
-		case 0: // dropped
-		case 1:
-			copy(nd.durable[w.off:], w.data)
-		case 2:
-			for b := 0; b < len(w.data); b += d.align {
-				if rng.IntN(2) == 0 {
-					copy(nd.durable[w.off+int64(b):], w.data[b:b+d.align])
-				}
+	for i, w := range d.pending {
+		for b := 0; b < len(w.data); b += d.align {
+			if keep(i, b/d.align) {
+				copy(nd.durable[w.off+int64(b):], w.data[b:b+d.align])
 			}
 		}
 	}

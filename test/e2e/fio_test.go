@@ -31,6 +31,8 @@ func TestFio(t *testing.T) {
 				fmt.Sprintf("--numjobs=%d", tc.numjobs),
 				"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--randrepeat=0",
 				"--output-format=json", "--output=" + jsonPath,
+				// No verify state files left in the package directory.
+				"--verify_state_save=0",
 			}
 			run(t, "fio", append(args, tc.args...)...)
 			out, err := os.ReadFile(jsonPath)

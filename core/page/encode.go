@@ -215,7 +215,7 @@ func (e *Encoder) planField(rows []uint64, nf, f, n int) (plan, int) {
 				k++
 			}
 		}
-		if possible := int((span>>(w-4))+1); 4*k > 3*possible {
+		if possible := int((span >> (w - 4)) + 1); 4*k > 3*possible {
 			return p, cost // dense: several bases would save at most a bit
 		}
 	}

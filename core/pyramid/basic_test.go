@@ -1,0 +1,133 @@
+package pyramid_test
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/shalestore/shale/core/pyramid"
+)
+
+func bm(medium, lba, n, seg, off uint64) []uint64 {
+	return []uint64{medium, lba, n, pyramid.KindData, seg, off, 4096, 0}
+}
+
+func TestBlockMapOverwriteFlushReopen(t *testing.T) {
+	e := newEnv(t, pyramid.Options{Manual: true})
+	r := e.rel(pyramid.BlockMap)
+	e.persist(r, bm(1, 0, 100, 7, 0))
+	e.persist(r, bm(1, 40, 10, 8, 0))
+	want := [][]uint64{
+		{1, 0, 40, 0, 7, 0, 4096, 0},
+		{1, 40, 10, 0, 8, 0, 4096, 0},
+		{1, 50, 50, 0, 7, 0, 4096, 50},
+	}
+	check := func(stage string) {
+		t.Helper()
+		if got := e.scan(r, pyramid.IterOptions{}); !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("%s: scan\n%v\nwant\n%v", stage, got, want)
+		}
+		got, ok, err := r.Get(e.ctx, []uint64{1, 45}, nil, pyramid.ReadOptions{})
+		if err != nil || !ok || !slices.Equal(got, want[1]) {
+			t.Fatalf("%s: Get 45 = %v %v %v", stage, got, ok, err)
+		}
+		var pieces [][]uint64
+		if err := r.Resolve(e.ctx, []uint64{1}, 30, 30, pyramid.ReadOptions{}, func(t []uint64) error {
+			pieces = append(pieces, slices.Clone(t))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		wantP := [][]uint64{
+			{1, 30, 10, 0, 7, 0, 4096, 30},
+			{1, 40, 10, 0, 8, 0, 4096, 0},
+			{1, 50, 10, 0, 7, 0, 4096, 50},
+		}
+		if !slices.EqualFunc(pieces, wantP, slices.Equal) {
+			t.Fatalf("%s: Resolve\n%v\nwant\n%v", stage, pieces, wantP)
+		}
+	}
+	check("dram")
+	if err := r.Flush(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.Patches()); n != 1 {
+		t.Fatalf("%d patches", n)
+	}
+	check("flushed")
+	e.crash(rand.New(rand.NewPCG(1, 1)))
+	r = e.rel(pyramid.BlockMap)
+	check("reopened")
+	// A newer write in DRAM over the persisted patch.
+	e.persist(r, bm(1, 45, 10, 9, 0))
+	want = [][]uint64{
+		{1, 0, 40, 0, 7, 0, 4096, 0},
+		{1, 40, 5, 0, 8, 0, 4096, 0},
+		{1, 45, 10, 0, 9, 0, 4096, 0},
+		{1, 55, 45, 0, 7, 0, 4096, 55},
+	}
+	if got := e.scan(r, pyramid.IterOptions{}); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("scan\n%v\nwant\n%v", got, want)
+	}
+	if err := r.Flush(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	m, err := r.Merge(e.ctx, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flatten(e.ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.scan(r, pyramid.IterOptions{}); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("after merge scan\n%v\nwant\n%v", got, want)
+	}
+	if p := r.Patches(); len(p) != 1 || p[0].Tuples != 4 {
+		t.Fatalf("patches %+v", p)
+	}
+}
+
+func TestElideMedium(t *testing.T) {
+	e := newEnv(t, pyramid.Options{Manual: true})
+	r := e.rel(pyramid.BlockMap)
+	el := e.rel(pyramid.MediumElide)
+	for m := uint64(1); m <= 5; m++ {
+		e.persist(r, bm(m, 0, 10, m, 0))
+	}
+	if err := r.Flush(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.elide(el, 2, 3)
+	e.elide(el, 4, 4)
+	got := e.scan(r, pyramid.IterOptions{})
+	if len(got) != 2 || got[0][0] != 1 || got[1][0] != 5 {
+		t.Fatalf("after elide: %v", got)
+	}
+	if relaxed := e.scan(r, pyramid.IterOptions{Relaxed: true}); len(relaxed) != 5 {
+		t.Fatalf("relaxed: %v", relaxed)
+	}
+	if ranges := e.scan(el, pyramid.IterOptions{}); len(ranges) != 2 {
+		t.Fatalf("elide table in DRAM: %v", ranges)
+	}
+	if err := el.Flush(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ranges := e.scan(el, pyramid.IterOptions{}); len(ranges) != 1 || !slices.Equal(ranges[0], []uint64{2, 3}) {
+		t.Fatalf("elide table flushed: %v, want one coalesced range", ranges)
+	}
+	did, err := r.Compact(e.ctx)
+	if err != nil || !did {
+		t.Fatalf("compact: %v %v", did, err)
+	}
+	if p := r.Patches(); len(p) != 1 || p[0].Tuples != 2 {
+		t.Fatalf("after rewrite: %+v", p)
+	}
+	if relaxed := e.scan(r, pyramid.IterOptions{Relaxed: true}); len(relaxed) != 2 {
+		t.Fatalf("relaxed after rewrite: %v", relaxed)
+	}
+	e.crash(rand.New(rand.NewPCG(2, 2)))
+	r = e.rel(pyramid.BlockMap)
+	if got := e.scan(r, pyramid.IterOptions{}); len(got) != 2 {
+		t.Fatalf("after crash: %v", got)
+	}
+}

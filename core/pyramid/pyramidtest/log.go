@@ -1,0 +1,233 @@
+package pyramidtest
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"sync"
+
+	"github.com/shalestore/shale/backend"
+)
+
+// Log is a pyramid.Committer on a Device: records packed back to back from
+// offset 0, each
+//
+//	2 bytes magic "NL", 4 bytes payload length, 8 bytes sequence number,
+//	4 bytes crc32c of the sequence number and payload, then the payload,
+//
+// written by group commit: the first waiter writes every queued record in
+// one aligned write (rewriting the partial block at the end) and syncs.
+// Open scans to the first record that does not check out. There is no
+// Trim: size the device for everything a test commits.
+type Log struct {
+	dev backend.Device
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	nextSeq  uint64
+	pending  []byte
+	pendHi   uint64 // last sequence number in pending
+	durable  uint64 // every record ≤ durable is synced
+	end      int64  // bytes of records on the device
+	tail     []byte // the partial last block's record bytes
+	writing  bool
+	err      error // sticky write error
+	firstSeq uint64
+}
+
+const logHeader = 18
+
+// OpenLog opens (or starts) a log on dev.
+func OpenLog(ctx context.Context, dev backend.Device) (*Log, error) {
+	l := &Log{dev: dev, nextSeq: 1}
+	l.cond = sync.NewCond(&l.mu)
+	last := uint64(0)
+	end, err := l.scan(ctx, func(seq uint64, _ []byte) error {
+		if l.firstSeq == 0 {
+			l.firstSeq = seq
+		}
+		last = seq
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.end = end
+	l.nextSeq, l.durable = last+1, last
+	a := int64(dev.Alignment())
+	if r := end % a; r != 0 {
+		l.tail = make([]byte, r)
+		buf := backend.AlignedBuffer(int(a))
+		if err := dev.ReadAt(ctx, buf, end-r); err != nil {
+			return nil, err
+		}
+		copy(l.tail, buf)
+	}
+	return l, nil
+}
+
+// maxEntry bounds a record's payload.
+const maxEntry = 64 << 20
+
+// scan reads records from the start and returns where valid records end.
+func (l *Log) scan(ctx context.Context, fn func(seq uint64, payload []byte) error) (int64, error) {
+	const step = 1 << 20
+	buf := backend.AlignedBuffer(step)
+	var window []byte // unparsed bytes starting at pos
+	pos, readTo := int64(0), int64(0)
+	fill := func(need int) (bool, error) {
+		for len(window) < need {
+			if readTo >= l.dev.Size() {
+				return false, nil
+			}
+			n := min(step, l.dev.Size()-readTo)
+			if err := l.dev.ReadAt(ctx, buf[:n], readTo); err != nil {
+				return false, err
+			}
+			window = append(window, buf[:n]...)
+			readTo += n
+		}
+		return true, nil
+	}
+	last := uint64(0)
+	for {
+		if ok, err := fill(logHeader); !ok || err != nil {
+			return pos, err
+		}
+		n := int(binary.LittleEndian.Uint32(window[2:]))
+		if window[0] != 'N' || window[1] != 'L' || n > maxEntry {
+			return pos, nil
+		}
+		if ok, err := fill(logHeader + n); !ok || err != nil {
+			return pos, err
+		}
+		seq := binary.LittleEndian.Uint64(window[6:])
+		payload := window[logHeader : logHeader+n]
+		if crc32.Update(crc32.Checksum(window[6:14], castagnoli), castagnoli, payload) != binary.LittleEndian.Uint32(window[14:]) ||
+			seq <= last {
+			return pos, nil
+		}
+		last = seq
+		if err := fn(seq, payload); err != nil {
+			return 0, err
+		}
+		window = window[logHeader+n:]
+		pos += int64(logHeader + n)
+	}
+}
+
+// Append implements pyramid.Committer.
+func (l *Log) Append(ctx context.Context, entry []byte) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return 0, l.err
+	}
+	seq := l.nextSeq
+	l.nextSeq++
+	var h [logHeader]byte
+	h[0], h[1] = 'N', 'L'
+	binary.LittleEndian.PutUint32(h[2:], uint32(len(entry)))
+	binary.LittleEndian.PutUint64(h[6:], seq)
+	binary.LittleEndian.PutUint32(h[14:], crc32.Update(crc32.Checksum(h[6:14], castagnoli), castagnoli, entry))
+	l.pending = append(append(l.pending, h[:]...), entry...)
+	l.pendHi = seq
+	return seq, nil
+}
+
+// WaitDurable implements pyramid.Committer.
+func (l *Log) WaitDurable(ctx context.Context, seq uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.durable < seq {
+		if l.err != nil {
+			return l.err
+		}
+		if l.writing {
+			l.cond.Wait()
+			continue
+		}
+		l.writing = true
+		recs, hi := l.pending, l.pendHi
+		l.pending = nil
+		start, tail := l.end, l.tail
+		l.mu.Unlock()
+		err := l.write(ctx, start, tail, recs)
+		l.mu.Lock()
+		l.writing = false
+		if err != nil {
+			l.err = fmt.Errorf("log: %w", err)
+		} else {
+			l.end = start + int64(len(recs))
+			a := int64(l.dev.Alignment())
+			whole := append(append([]byte(nil), tail...), recs...)
+			l.tail = whole[int64(len(whole))-l.end%a:]
+			l.durable = hi
+		}
+		l.cond.Broadcast()
+	}
+	return nil
+}
+
+func (l *Log) write(ctx context.Context, start int64, tail, recs []byte) error {
+	a := int64(l.dev.Alignment())
+	from := start - int64(len(tail))
+	n := alignUp(int64(len(tail)+len(recs)), a)
+	if from+n > l.dev.Size() {
+		return errors.New("log full")
+	}
+	buf := backend.AlignedBuffer(int(n))
+	copy(buf, tail)
+	copy(buf[len(tail):], recs)
+	if err := l.dev.WriteAt(ctx, buf, from); err != nil {
+		return err
+	}
+	return l.dev.Sync(ctx)
+}
+
+// Replay implements pyramid.Committer.
+func (l *Log) Replay(ctx context.Context, fn func(seq uint64, entry []byte) error) error {
+	_, err := l.scan(ctx, fn)
+	return err
+}
+
+// MemLog is a pyramid.Committer in memory, with no durability at all: for
+// benchmarks that measure the pyramid rather than the log. Replay returns
+// what was appended.
+type MemLog struct {
+	mu      sync.Mutex
+	next    uint64
+	entries [][]byte
+	seqs    []uint64
+	Keep    bool // keep entries for Replay (costs memory)
+}
+
+// Append implements pyramid.Committer.
+func (l *MemLog) Append(ctx context.Context, entry []byte) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.next++
+	if l.Keep {
+		l.entries = append(l.entries, append([]byte(nil), entry...))
+		l.seqs = append(l.seqs, l.next)
+	}
+	return l.next, nil
+}
+
+// WaitDurable implements pyramid.Committer.
+func (l *MemLog) WaitDurable(ctx context.Context, seq uint64) error { return nil }
+
+// Replay implements pyramid.Committer.
+func (l *MemLog) Replay(ctx context.Context, fn func(seq uint64, entry []byte) error) error {
+	l.mu.Lock()
+	es, ss := l.entries, l.seqs
+	l.mu.Unlock()
+	for i, e := range es {
+		if err := fn(ss[i], e); err != nil {
+			return err
+		}
+	}
+	return nil
+}

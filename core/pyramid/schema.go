@@ -117,14 +117,14 @@ func slicesCompactSorted(s []int) []int {
 // engine reads tuples without lookups.
 const (
 	// Block map: (medium, lba) -> run of sectors.
-	BMMedium = iota // key: medium id
-	BMLBA           // key: first sector of the run (range start)
-	BMLen           // run length in sectors
-	BMKind          // KindData, KindDup or KindZero
-	BMSegment       // segment holding the cblock
-	BMOffset        // byte offset of the cblock in the segment's data
-	BMCLen          // stored (compressed) length of the cblock in bytes
-	BMSector        // first sector of the run within the cblock (shifts)
+	BMMedium  = iota // key: medium id
+	BMLBA            // key: first sector of the run (range start)
+	BMLen            // run length in sectors
+	BMKind           // KindData, KindDup or KindZero
+	BMSegment        // segment holding the cblock
+	BMOffset         // byte offset of the cblock in the segment's data
+	BMCLen           // stored (compressed) length of the cblock in bytes
+	BMSector         // first sector of the run within the cblock (shifts)
 	bmFields
 )
 

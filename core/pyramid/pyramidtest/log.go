@@ -19,8 +19,11 @@ import (
 //
 // written by group commit: the first waiter writes every queued record in
 // one aligned write (rewriting the partial block at the end) and syncs.
-// Open scans to the first record that does not check out. There is no
-// Trim: size the device for everything a test commits.
+// Open scans to the first record that does not check out. Records start at
+// offset 4096; the block at 0 holds the trim point ("NLTR", the sequence
+// number trimmed through, crc32c). Trim is logical: Replay skips trimmed
+// records, their space is not reused, so size the device for everything a
+// test commits.
 type Log struct {
 	dev backend.Device
 
@@ -34,21 +37,28 @@ type Log struct {
 	tail     []byte // the partial last block's record bytes
 	writing  bool
 	err      error // sticky write error
-	firstSeq uint64
+	trimmed  uint64
 }
 
-const logHeader = 18
+const (
+	logHeader = 18
+	logStart  = 4096
+)
 
 // OpenLog opens (or starts) a log on dev.
 func OpenLog(ctx context.Context, dev backend.Device) (*Log, error) {
 	l := &Log{dev: dev, nextSeq: 1}
 	l.cond = sync.NewCond(&l.mu)
-	last := uint64(0)
+	hdr := backend.AlignedBuffer(logStart)
+	if err := dev.ReadAt(ctx, hdr, 0); err != nil {
+		return nil, err
+	}
+	if string(hdr[:4]) == "NLTR" && crc32.Checksum(hdr[:12], castagnoli) == binary.LittleEndian.Uint32(hdr[12:]) {
+		l.trimmed = binary.LittleEndian.Uint64(hdr[4:])
+	}
+	last := l.trimmed
 	end, err := l.scan(ctx, func(seq uint64, _ []byte) error {
-		if l.firstSeq == 0 {
-			l.firstSeq = seq
-		}
-		last = seq
+		last = max(last, seq)
 		return nil
 	})
 	if err != nil {
@@ -76,7 +86,7 @@ func (l *Log) scan(ctx context.Context, fn func(seq uint64, payload []byte) erro
 	const step = 1 << 20
 	buf := backend.AlignedBuffer(step)
 	var window []byte // unparsed bytes starting at pos
-	pos, readTo := int64(0), int64(0)
+	pos, readTo := int64(logStart), int64(logStart)
 	fill := func(need int) (bool, error) {
 		for len(window) < need {
 			if readTo >= l.dev.Size() {
@@ -189,8 +199,40 @@ func (l *Log) write(ctx context.Context, start int64, tail, recs []byte) error {
 
 // Replay implements pyramid.Committer.
 func (l *Log) Replay(ctx context.Context, fn func(seq uint64, entry []byte) error) error {
-	_, err := l.scan(ctx, fn)
+	l.mu.Lock()
+	trimmed := l.trimmed
+	l.mu.Unlock()
+	_, err := l.scan(ctx, func(seq uint64, entry []byte) error {
+		if seq <= trimmed {
+			return nil
+		}
+		return fn(seq, entry)
+	})
 	return err
+}
+
+// Trim durably records that entries through upTo are no longer needed.
+func (l *Log) Trim(ctx context.Context, upTo uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if upTo <= l.trimmed {
+		return nil
+	}
+	if upTo >= l.nextSeq {
+		return fmt.Errorf("log: trim through %d, past the last entry %d", upTo, l.nextSeq-1)
+	}
+	hdr := backend.AlignedBuffer(logStart)
+	copy(hdr, "NLTR")
+	binary.LittleEndian.PutUint64(hdr[4:], upTo)
+	binary.LittleEndian.PutUint32(hdr[12:], crc32.Checksum(hdr[:12], castagnoli))
+	if err := l.dev.WriteAt(ctx, hdr, 0); err != nil {
+		return err
+	}
+	if err := l.dev.Sync(ctx); err != nil {
+		return err
+	}
+	l.trimmed = upTo
+	return nil
 }
 
 // MemLog is a pyramid.Committer in memory, with no durability at all: for

@@ -27,17 +27,17 @@ import (
 type Log struct {
 	dev backend.Device
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	nextSeq  uint64
-	pending  []byte
-	pendHi   uint64 // last sequence number in pending
-	durable  uint64 // every record ≤ durable is synced
-	end      int64  // bytes of records on the device
-	tail     []byte // the partial last block's record bytes
-	writing  bool
-	err      error // sticky write error
-	trimmed  uint64
+	mu      sync.Mutex
+	cond    *sync.Cond
+	nextSeq uint64
+	pending []byte
+	pendHi  uint64 // last sequence number in pending
+	durable uint64 // every record ≤ durable is synced
+	end     int64  // bytes of records on the device
+	tail    []byte // the partial last block's record bytes
+	writing bool
+	err     error // sticky write error
+	trimmed uint64
 }
 
 const (

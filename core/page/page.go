@@ -106,11 +106,21 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // field is the decoded dictionary entry of one field.
 type field struct {
-	bases   []uint64
-	stride  uint64
-	width   uint8  // W
-	idxBits uint8  // ⌈lg B⌉
-	off     uint32 // bit offset of the field's code within a tuple
+	bases    []uint64
+	stride   uint64
+	omask    uint64 // 2^W - 1
+	cmask    uint64 // 2^(⌈lg B⌉+W) - 1
+	width    uint8  // W
+	idxBits  uint8  // ⌈lg B⌉
+	codeBits uint8  // ⌈lg B⌉ + W
+	off      uint32 // bit offset of the field's code within a tuple
+}
+
+func lowMask(n uint) uint64 {
+	if n >= 64 {
+		return ^uint64(0)
+	}
+	return 1<<n - 1
 }
 
 // Page is a decoded page header and dictionary over the page's bytes. The
@@ -153,15 +163,22 @@ func (p *Page) TupleBits() int { return int(p.tupleBits) }
 // REQUIRES: 0 ≤ i < Len(), 0 ≤ f < Fields().
 func (p *Page) Value(i, f int) uint64 {
 	fd := &p.fields[f]
-	w := uint(fd.width)
-	c := getBits(p.tuples, uint64(i)*p.tupleBits+uint64(fd.off), uint(fd.idxBits)+w)
-	var x, o uint64
-	if w == 64 {
-		o = c
-	} else {
-		x, o = c>>w, c&(1<<w-1)
+	if fd.codeBits == 0 {
+		return fd.bases[0] + fd.stride*uint64(i)
 	}
-	return fd.bases[x] + o + fd.stride*uint64(i)
+	pos := uint64(i)*p.tupleBits + uint64(fd.off)
+	var c uint64
+	if j, s := pos>>3, uint(pos&7); j+9 <= uint64(len(p.tuples)) {
+		c = binary.LittleEndian.Uint64(p.tuples[j:j+8]) >> s
+		if s+uint(fd.codeBits) > 64 {
+			c |= uint64(p.tuples[j+8]) << (64 - s)
+		}
+	} else {
+		c = getBits(p.tuples, pos, uint(fd.codeBits)) // the last bytes
+	}
+	c &= fd.cmask
+	// A shift by 64 (W = 64) yields 0 in Go: x = 0, the only base.
+	return fd.bases[c>>fd.width] + c&fd.omask + fd.stride*uint64(i)
 }
 
 // Tuple appends the fields of tuple i to dst and returns it.
@@ -399,8 +416,10 @@ func (p *Page) decode(buf []byte) error {
 		fd := &p.fields[f]
 		fd.bases, fd.stride, fd.width = bs, e.stride, e.w
 		fd.idxBits = uint8(bits.Len64(e.nb - 1))
+		fd.codeBits = fd.idxBits + fd.width
+		fd.omask, fd.cmask = lowMask(uint(fd.width)), lowMask(uint(fd.codeBits))
 		fd.off = uint32(tbits)
-		tbits += uint64(fd.idxBits) + uint64(fd.width)
+		tbits += uint64(fd.codeBits)
 	}
 	p.tupleBits = tbits
 	areaBytes := (uint64(n)*tbits + 7) / 8
@@ -426,24 +445,22 @@ func (p *Page) decode(buf []byte) error {
 		}
 	}
 	// Keys strictly increasing.
-	for i := 1; i < p.n; i++ {
-		if p.compareTuples(i-1, i) >= 0 {
+	var prev, cur [MaxFields]uint64
+	for i := 0; i < p.n; i++ {
+		c := 0
+		for f := 0; f < p.nkeys; f++ {
+			cur[f] = p.Value(i, f)
+			if c == 0 && cur[f] != prev[f] {
+				c = 1
+				if cur[f] < prev[f] {
+					c = -1
+				}
+			}
+		}
+		if i > 0 && c <= 0 {
 			return corrupt("tuple %d key not greater than tuple %d", i, i-1)
 		}
+		copy(prev[:p.nkeys], cur[:p.nkeys])
 	}
 	return nil
-}
-
-// compareTuples compares the key fields of tuples i and j.
-func (p *Page) compareTuples(i, j int) int {
-	for f := 0; f < p.nkeys; f++ {
-		a, b := p.Value(i, f), p.Value(j, f)
-		if a != b {
-			if a < b {
-				return -1
-			}
-			return 1
-		}
-	}
-	return 0
 }

@@ -498,3 +498,17 @@ func TestEncodeChecksPlan(t *testing.T) {
 		t.Fatal("no error")
 	}
 }
+
+func BenchmarkValueBlockMap4K(b *testing.B) {
+	rows := blockMapRows(100000)
+	var e Encoder
+	n := e.Fit(rows, 8, 4096)
+	buf, _ := e.Encode(nil, rows[:n*8], 8, 2, 0)
+	p, _ := Decode(buf)
+	b.ReportAllocs()
+	var sink uint64
+	for i := 0; i < b.N; i++ {
+		sink += p.Value(i%n, 5)
+	}
+	_ = sink
+}

@@ -384,7 +384,10 @@ func (db *DB) Persist(ctx context.Context, b *Batch) (uint64, error) {
 			}
 		}
 	}
-	entry := b.encode(nil)
+	ebuf := entryPool.Get().(*[]byte)
+	defer entryPool.Put(ebuf)
+	entry := b.encode((*ebuf)[:0])
+	*ebuf = entry
 
 	db.mu.Lock()
 	seq, err := db.opts.Log.Append(ctx, entry)
@@ -432,6 +435,10 @@ func (db *DB) Persist(ctx context.Context, b *Batch) (uint64, error) {
 	}
 	return seq, err
 }
+
+// entryPool recycles commit-log entry buffers: the Committer copies an
+// entry before Append returns.
+var entryPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // waitRoom blocks while r's DRAM patches hold more than MaxDRAMBytes.
 func (db *DB) waitRoom(ctx context.Context, r *Relation) error {

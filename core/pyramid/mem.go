@@ -62,6 +62,7 @@ type memPatch struct {
 	rnd      uint64
 	slab     []uint64
 	nodes    []memNode
+	ents     []memEntry
 	ptrs     []atomic.Pointer[memNode]
 	prev     [maxHeight]*memNode
 	scratch  []uint64
@@ -111,7 +112,12 @@ func (m *memPatch) newNodeLocked(key []uint64, e *memEntry) *memNode {
 }
 
 func (m *memPatch) newEntryLocked(seq uint64, vals []uint64) *memEntry {
-	e := &memEntry{seq: seq, vals: m.allocU64Locked(len(vals))}
+	if len(m.ents) == 0 {
+		m.ents = make([]memEntry, slabNodes)
+	}
+	e := &m.ents[0]
+	m.ents = m.ents[1:]
+	e.seq, e.vals = seq, m.allocU64Locked(len(vals))
 	copy(e.vals, vals)
 	m.bytes.Add(int64(32 + 8*len(vals)))
 	return e
@@ -132,14 +138,27 @@ func (m *memPatch) randomHeightLocked() int {
 // ---- search ----
 
 func (m *memPatch) cmp(key, probe []uint64) int {
-	return slices.Compare(key[:len(probe)], probe)
+	key = key[:len(probe)]
+	for i, p := range probe {
+		if k := key[i]; k != p {
+			if k < p {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
 }
 
 // findPrevLocked fills m.prev with the last node before probe at every
 // level and returns the first node ≥ probe (nil at the end). Writer only.
 func (m *memPatch) findPrevLocked(probe []uint64) *memNode {
 	x := &m.head
-	for l := maxHeight - 1; l >= 0; l-- {
+	h := int(m.height.Load())
+	for l := maxHeight - 1; l >= h; l-- {
+		m.prev[l] = x
+	}
+	for l := h - 1; l >= 0; l-- {
 		for {
 			nx := x.next[l].Load()
 			if nx == nil || m.cmp(nx.key, probe) >= 0 {
@@ -190,6 +209,16 @@ func (m *memPatch) seekGE(probe []uint64) (*memNode, *memEntry) {
 		return nil, nil
 	}
 	return nx, nx.ent.Load()
+}
+
+// matches reports whether node n (entry e) answers a lookup of key: the
+// same key (point), or a run covering key's position (range).
+func (m *memPatch) matches(n *memNode, e *memEntry, key []uint64) bool {
+	sh := m.sh
+	if !sh.isRange {
+		return slices.Equal(n.key, key)
+	}
+	return m.samePrefix(n, key) && key[sh.k-1]-n.key[sh.k-1] < e.vals[sh.lenF-sh.k]
 }
 
 // first returns the first node and its entry.
@@ -271,6 +300,15 @@ func (m *memPatch) samePrefix(n *memNode, t []uint64) bool {
 func (m *memPatch) insertRangeLocked(t []uint64, seq uint64) {
 	sh := m.sh
 	a, b := sh.start(t), sh.end(t)
+	// Fast path, the common case of a write to sectors not in this patch:
+	// nothing overlaps, link right where the search ends.
+	first := m.findPrevLocked(t[:sh.k])
+	if p := m.prev[0]; p == &m.head || !m.samePrefix(p, t) || m.nodeEnd(p, p.ent.Load()) <= a {
+		if first == nil || !m.samePrefix(first, t) || m.nodeStart(first) >= b {
+			m.linkLocked(t[:sh.k], m.newEntryLocked(seq, t[sh.k:]))
+			return
+		}
+	}
 	// The pieces of [a, b) that no newer run covers, as pairs.
 	pieces := m.pieces[:0]
 	cur := a
@@ -345,11 +383,9 @@ func (m *memPatch) overlayLocked(t []uint64, seq uint64) {
 	clear(m.inner)
 	// 4. Clip the run the new one starts inside.
 	if l != nil {
-		vals := m.allocU64Locked(len(le.vals))
-		copy(vals, le.vals)
-		vals[sh.lenF-k] = a - m.nodeStart(l)
-		l.ent.Store(&memEntry{seq: le.seq, vals: vals})
-		m.bytes.Add(int64(32 + 8*len(vals)))
+		ce := m.newEntryLocked(le.seq, le.vals)
+		ce.vals[sh.lenF-k] = a - m.nodeStart(l)
+		l.ent.Store(ce)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/shalestore/shale/core/page"
@@ -277,6 +278,41 @@ func (c *pageCache) get(ctx context.Context, addr Addr, tag uint64, nfields, nke
 type patch struct {
 	info PatchInfo
 	rel  *Relation
+	// root is the root page once read: kept out of the cache (one small
+	// page per patch, and every lookup of the patch starts there).
+	root atomic.Pointer[page.Page]
+}
+
+// getLE finds the last tuple ≤ probe: its leaf page and index, or a nil
+// page when every tuple is greater. It allocates nothing once the pages
+// are cached.
+func (pt *patch) getLE(ctx context.Context, probe []uint64) (*page.Page, int, error) {
+	k := pt.rel.sh.k
+	addr := pt.info.Root
+	for level := pt.info.Levels; level >= 0; level-- {
+		var p *page.Page
+		if level == pt.info.Levels {
+			p = pt.root.Load()
+		}
+		if p == nil {
+			var err error
+			if p, err = pt.getPage(ctx, addr, level); err != nil {
+				return nil, 0, err
+			}
+			if level == pt.info.Levels {
+				pt.root.Store(p)
+			}
+		}
+		i := p.SearchGT(probe) - 1
+		if i < 0 {
+			return nil, 0, nil
+		}
+		if level == 0 {
+			return p, i, nil
+		}
+		addr = childAddr(p, i, k)
+	}
+	return nil, 0, nil
 }
 
 func (pt *patch) tag(level int) uint64 {

@@ -326,14 +326,18 @@ type Merged struct {
 // newest tuple, elided tuples dropped, adjacent runs coalesced. The result
 // is durable but not yet used: Flatten swaps it in. Merge does not block
 // readers, persists or flushes; it is idempotent (merging the same patches
-// again writes an equivalent patch).
+// again writes an equivalent patch). Indexes past the end of the list (it
+// shrank under a concurrent merge) give ErrStale.
 func (r *Relation) Merge(ctx context.Context, newest, oldest int) (*Merged, error) {
 	r.mergeMu.Lock()
 	defer r.mergeMu.Unlock()
 	db := r.db
 	v := r.cur.Load()
-	if newest < 0 || newest > oldest || oldest >= len(v.patches) {
-		return nil, fmt.Errorf("relation %s: merge %d..%d of %d patches", r.schema.Name, newest, oldest, len(v.patches))
+	if newest < 0 || newest > oldest {
+		return nil, fmt.Errorf("relation %s: merge %d..%d", r.schema.Name, newest, oldest)
+	}
+	if oldest >= len(v.patches) { // the list shrank under a concurrent merge
+		return nil, fmt.Errorf("relation %s: merge %d..%d of %d patches: %w", r.schema.Name, newest, oldest, len(v.patches), ErrStale)
 	}
 	inputs := v.patches[newest : oldest+1]
 	lo, hi := inputs[len(inputs)-1].info.SeqLo, inputs[0].info.SeqHi
@@ -532,51 +536,52 @@ func (r *Relation) Get(ctx context.Context, key []uint64, dst []uint64, ro ReadO
 	if len(key) != r.sh.k {
 		return dst, false, fmt.Errorf("relation %s: key of %d fields, want %d", r.schema.Name, len(key), r.sh.k)
 	}
-	var found bool
-	var out []uint64
-	err := r.retry(func(v *version) error {
-		var err error
-		out, found, err = r.getIn(ctx, v, key, dst)
-		return err
-	})
-	if err != nil || !found || (!ro.Relaxed && r.elided(out[len(dst):])) {
-		return dst, false, err
+	for attempt := 0; ; attempt++ { // see retry; inline to allocate nothing
+		v := r.cur.Load()
+		out, found, err := r.getIn(ctx, v, key, dst)
+		if err != nil && errors.Is(err, ErrCorrupt) && attempt < 3 && r.cur.Load() != v {
+			r.db.stats.ReadRetries.Add(1)
+			continue
+		}
+		if err != nil || !found || (!ro.Relaxed && r.elided(out[len(dst):])) {
+			return dst, false, err
+		}
+		return out, true, nil
 	}
-	return out, true, nil
-}
-
-func (r *Relation) match(t, key []uint64) bool {
-	if r.sh.isRange {
-		return r.sh.covers(t, key)
-	}
-	return slices.Equal(t[:r.sh.k], key)
 }
 
 func (r *Relation) getIn(ctx context.Context, v *version, key, dst []uint64) ([]uint64, bool, error) {
 	for _, m := range v.mems {
 		n, e := m.seekLE(key)
-		if n == nil {
+		if n == nil || !m.matches(n, e, key) {
 			continue
 		}
-		t := append(append(dst, n.key...), e.vals...)
-		if r.match(t[len(dst):], key) {
-			return t, true, nil
-		}
+		return append(append(dst, n.key...), e.vals...), true, nil
 	}
+	sh := &r.sh
 	for _, pt := range v.patches {
 		if !pt.mayHold(key) {
 			continue
 		}
-		it := patchIter{ctx: ctx, pt: pt}
-		if !it.seekLE(key) {
-			if err := it.err(); err != nil {
-				return dst, false, err
-			}
+		p, i, err := pt.getLE(ctx, key)
+		if err != nil {
+			return dst, false, err
+		}
+		if p == nil {
 			continue
 		}
-		if t := it.cur(); r.match(t, key) {
-			return append(dst, t...), true, nil
+		// Match on the packed page before decoding the tuple.
+		if p.Compare(i, key[:sh.k-1]) != 0 {
+			continue
 		}
+		if sh.isRange {
+			if pos := key[sh.k-1]; pos-p.Value(i, sh.k-1) >= p.Value(i, sh.lenF) {
+				continue
+			}
+		} else if p.Value(i, sh.k-1) != key[sh.k-1] {
+			continue
+		}
+		return p.Tuple(i, dst), true, nil
 	}
 	return dst, false, nil
 }

@@ -32,8 +32,24 @@ func TestConcurrent(t *testing.T) {
 		MaxPageTuples: 32, CacheBytes: 1 << 20, MergeFanout: 2, MaxPatches: 4})
 	bmap := e.rel(pyramid.BlockMap)
 	var acked [writers][sectors]atomic.Uint64
-	ctx, cancel := context.WithTimeout(context.Background(), dur)
+	// Run for dur, then on until background flushes and merges have run a
+	// few times (a loaded machine may need longer), at most 30 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	go func() {
+		select {
+		case <-time.After(dur):
+		case <-ctx.Done():
+			return
+		}
+		for ctx.Err() == nil {
+			if st := e.db.Stats().Snapshot(); st.Flushes >= 5 && st.Merges >= 2 {
+				cancel()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	fail := func(format string, args ...any) {

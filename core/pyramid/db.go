@@ -189,12 +189,12 @@ type DB struct {
 	cache  *pageCache
 	stats  Stats
 
-	// mu orders persists: a batch's sequence number and its DRAM patch are
-	// chosen together under it, and seals happen under it, so a sealed
-	// patch holds exactly the batches numbered before the seal.
+	// mu orders inserts and seals: batches are inserted under it in
+	// sequence order, and seals happen under it, so a sealed patch holds
+	// exactly the batches numbered up to the seal.
 	mu sync.Mutex
 	// Guarded by mu.
-	lastSeq uint64 // the highest sequence number assigned or replayed
+	lastSeq uint64 // the highest sequence number inserted or covered
 
 	flushedMu sync.Mutex
 	flushed   chan struct{} // closed and replaced after every flush
@@ -339,22 +339,25 @@ func (db *DB) sealLocked(r *Relation) {
 	defer r.vmu.Unlock()
 	v := r.cur.Load()
 	old := v.mems[0]
-	old.sealed, old.hi = true, db.lastSeq
+	old.hi = db.lastSeq
 	nv := &version{mems: append([]*memPatch{newMemPatch(&r.sh)}, v.mems...), patches: v.patches}
 	r.cur.Store(nv)
 	db.stats.Seals.Add(1)
 }
 
 // Persist commits the batch to the log under a new sequence number, waits
-// until it is durable, and inserts it into the DRAM patches, where readers
-// see it. It returns the sequence number. Concurrent persists are batched
-// by the log (group commit). When a relation's DRAM patches are over
-// MaxDRAMBytes, Persist first waits for a flush.
+// until it is durable, and returns the number. The batch is inserted into
+// the DRAM patches (where readers see it) before Persist returns, by the
+// log's completion callback, in sequence order. Concurrent persists share
+// the log's device writes (group commit). When a relation's DRAM patches
+// are over MaxDRAMBytes, Persist first waits for a flush; ctx bounds only
+// that wait: once the entry is handed to the log, Persist waits for the
+// log's answer (the log answers every entry, durable or failed).
 //
-// If the log fails or ctx ends after the entry was appended, the batch is
-// not inserted and Persist returns the error; the entry may still turn
-// out durable and reappear on replay (an unacknowledged write may or may
-// not survive a crash).
+// The caller must not modify b until Persist returns. If the log fails, the
+// batch is not inserted and Persist returns the error; the entry may still
+// turn out durable and come back on replay (an unacknowledged write may or
+// may not survive a crash).
 func (db *DB) Persist(ctx context.Context, b *Batch) (uint64, error) {
 	if db.closed.Load() {
 		return 0, ErrClosed
@@ -362,83 +365,80 @@ func (db *DB) Persist(ctx context.Context, b *Batch) (uint64, error) {
 	if b.Len() == 0 {
 		return 0, nil
 	}
-	type target struct {
-		r *Relation
-		m *memPatch
-	}
-	var tbuf [4]target
-	targets := tbuf[:0]
-	for _, r := range b.rels {
-		found := false
-		for _, t := range targets {
-			found = found || t.r == r
-		}
-		if !found {
-			targets = append(targets, target{r: r})
-		}
-	}
 	if !db.opts.Manual {
-		for _, t := range targets {
-			if err := db.waitRoom(ctx, t.r); err != nil {
+		for i, r := range b.rels {
+			if i > 0 && r == b.rels[i-1] {
+				continue
+			}
+			if err := db.waitRoom(ctx, r); err != nil {
 				return 0, err
 			}
 		}
 	}
-	ebuf := entryPool.Get().(*[]byte)
-	defer entryPool.Put(ebuf)
-	entry := b.encode((*ebuf)[:0])
-	*ebuf = entry
+	w := waiterPool.Get().(*waiter)
+	w.db, w.b = db, b
+	w.entry = b.encode(w.entry[:0])
+	db.opts.Log.CommitAsync(w.entry, w.done)
+	res := <-w.ch
+	w.db, w.b = nil, nil
+	waiterPool.Put(w)
+	if res.err != nil {
+		return 0, fmt.Errorf("pyramid: persist: %w", res.err)
+	}
+	return res.seq, nil
+}
 
+// waiter carries one persist through the log's callback. Pooled: its done
+// method value and channel are made once.
+type waiter struct {
+	db    *DB
+	b     *Batch
+	entry []byte
+	ch    chan persistResult
+	done  func(seq uint64, err error)
+}
+
+type persistResult struct {
+	seq uint64
+	err error
+}
+
+var waiterPool = sync.Pool{New: func() any {
+	w := &waiter{ch: make(chan persistResult, 1)}
+	w.done = func(seq uint64, err error) {
+		if err == nil {
+			w.db.applyCommitted(seq, w.b)
+		}
+		w.ch <- persistResult{seq: seq, err: err}
+	}
+	return w
+}}
+
+// applyCommitted inserts a durable batch into the active DRAM patches. It
+// runs in the log's callback, one batch at a time in sequence order, so
+// holding db.mu here makes a seal see either all of a batch or none, and
+// every batch numbered below the seal.
+func (db *DB) applyCommitted(seq uint64, b *Batch) {
 	db.mu.Lock()
-	seq, err := db.opts.Log.Append(ctx, entry)
-	if err != nil {
-		db.mu.Unlock()
-		return 0, fmt.Errorf("pyramid: persist: %w", err)
+	if seq > db.lastSeq {
+		db.lastSeq = seq
 	}
-	if seq <= db.lastSeq {
-		db.mu.Unlock()
-		return 0, fmt.Errorf("pyramid: persist: log assigned %d after %d", seq, db.lastSeq)
-	}
-	db.lastSeq = seq
-	for i := range targets {
-		m := targets[i].r.cur.Load().mems[0]
-		m.pending.Add(1)
+	kick := false
+	b.each(func(r *Relation, t []uint64) {
+		m := r.cur.Load().mems[0]
 		if m.minSeq == 0 {
 			m.minSeq = seq
 		}
-		targets[i].m = m
-	}
+		r.apply(m, t, seq)
+		kick = kick || m.bytes.Load() >= db.opts.FlushBytes
+	})
 	db.mu.Unlock()
-
-	err = db.opts.Log.WaitDurable(ctx, seq)
-	if err == nil {
-		b.each(func(r *Relation, t []uint64) {
-			for _, tg := range targets {
-				if tg.r == r {
-					r.apply(tg.m, t, seq)
-					return
-				}
-			}
-		})
-		db.stats.Persists.Add(1)
-		db.stats.PersistTuples.Add(uint64(b.Len()))
-	} else {
-		err = fmt.Errorf("pyramid: persist seq %d: %w", seq, err)
-	}
-	kick := false
-	for _, t := range targets {
-		t.m.pending.Done()
-		kick = kick || t.m.bytes.Load() >= db.opts.FlushBytes
-	}
+	db.stats.Persists.Add(1)
+	db.stats.PersistTuples.Add(uint64(b.Len()))
 	if kick {
 		db.kickFlusher()
 	}
-	return seq, err
 }
-
-// entryPool recycles commit-log entry buffers: the Committer copies an
-// entry before Append returns.
-var entryPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // waitRoom blocks while r's DRAM patches hold more than MaxDRAMBytes.
 func (db *DB) waitRoom(ctx context.Context, r *Relation) error {

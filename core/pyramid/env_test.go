@@ -37,6 +37,7 @@ func newEnv(t testing.TB, opts pyramid.Options) *env {
 		if e.db != nil {
 			e.db.Close()
 		}
+		e.log.Close()
 	})
 	return e
 }
@@ -72,6 +73,7 @@ func (e *env) crash(rng *rand.Rand) {
 		e.db.Close()
 	}
 	e.db = nil
+	e.log.Close() // its writer goroutine must not write after the power loss
 	for _, d := range []*pyramidtest.MemDevice{e.pagesDev, e.rootsDev, e.logDev} {
 		d.PowerLoss(rng)
 	}

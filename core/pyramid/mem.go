@@ -52,10 +52,8 @@ type memPatch struct {
 	tuples atomic.Int64 // tuples inserted (including ones later replaced)
 
 	// Guarded by DB.mu: the sequence bookkeeping of persist.
-	minSeq  uint64         // smallest sequence number registered; 0 if none
-	hi      uint64         // when sealed: every batch ≤ hi is in this patch or older
-	sealed  bool           // no new registrations
-	pending sync.WaitGroup // registered batches not yet inserted
+	minSeq uint64 // smallest sequence number inserted; 0 if none
+	hi     uint64 // when sealed: every batch ≤ hi is in this patch or older
 
 	mu sync.Mutex // the writer
 	// Guarded by mu.

@@ -211,7 +211,6 @@ func (r *Relation) Flush(ctx context.Context) error {
 			return nil
 		}
 		m := v.mems[len(v.mems)-1]
-		m.pending.Wait()
 		if err := r.flushMemLocked(ctx, m); err != nil {
 			return err
 		}
@@ -219,7 +218,7 @@ func (r *Relation) Flush(ctx context.Context) error {
 }
 
 // flushMemLocked writes sealed DRAM patch m. REQUIRES: r.maint held, m the
-// oldest sealed patch, its pending batches inserted.
+// oldest sealed patch.
 func (r *Relation) flushMemLocked(ctx context.Context, m *memPatch) error {
 	db := r.db
 	lo, hi := r.through+1, m.hi

@@ -75,25 +75,22 @@ type RootStore interface {
 // RootPrefix starts the names of the pyramid's roots.
 const RootPrefix = "pyramid."
 
-// Committer is the NVRAM commit log, as the pyramid's persist uses it. In
-// shale core/nvlog implements it (Append and WaitDurable are its
-// CommitAsync split in two).
+// Committer is the NVRAM commit log, as the pyramid's persist uses it.
+// core/nvlog's *Log implements it as is.
 //
-// The split matters for correctness: the pyramid assigns each batch to the
-// DRAM patch that is active when the batch gets its sequence number, and it
-// holds a short lock across Append so that sealing a DRAM patch cuts the
-// sequence space cleanly (every batch in the sealed patch has a smaller
-// number than every batch after it). Append must therefore be quick (queue
-// the entry, do not wait for the device).
+// The pyramid inserts a batch into its DRAM patches inside done, which the
+// log calls one entry at a time in sequence order. That order is what makes
+// sealing a DRAM patch cut the sequence space cleanly: a sealed patch holds
+// exactly the batches numbered up to its seal, the next patch those after.
 type Committer interface {
-	// Append assigns entry the next sequence number and queues it to be
-	// made durable. Numbers are strictly increasing across calls and across
-	// restarts (never reused, even after Trim). It does not wait for the
-	// device. The log copies entry before returning.
-	Append(ctx context.Context, entry []byte) (seq uint64, err error)
-	// WaitDurable blocks until the entry with number seq, and every entry
-	// before it, is durable.
-	WaitDurable(ctx context.Context, seq uint64) error
+	// CommitAsync copies entry, gives it the next sequence number (strictly
+	// increasing, across restarts too, never reused even after a trim) and
+	// returns without waiting for the device. It calls done(seq, nil) once
+	// the entry is durable, or done(seq, err) if it failed (seq 0 if it was
+	// refused at once). Calls to done happen one at a time, in sequence
+	// order, and must not block for long; done may run before CommitAsync
+	// returns. CommitAsync may block while the log is full.
+	CommitAsync(entry []byte, done func(seq uint64, err error))
 	// Replay calls fn for every durable entry not yet trimmed, in sequence
 	// order. Entries may repeat ones the pyramid already persisted; the
 	// pyramid ignores what it already has.

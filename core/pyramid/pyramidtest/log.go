@@ -11,19 +11,20 @@ import (
 	"github.com/shalestore/shale/backend"
 )
 
-// Log is a pyramid.Committer on a Device: records packed back to back from
-// offset 0, each
+// Log is a pyramid.Committer on a Device: records packed back to back,
+// each
 //
 //	2 bytes magic "NL", 4 bytes payload length, 8 bytes sequence number,
 //	4 bytes crc32c of the sequence number and payload, then the payload,
 //
-// written by group commit: the first waiter writes every queued record in
-// one aligned write (rewriting the partial block at the end) and syncs.
-// Open scans to the first record that does not check out. Records start at
+// written by one writer goroutine with group commit: it takes every queued
+// record, writes them in one aligned write (rewriting the partial block at
+// the end), syncs, and then calls their done callbacks in order. Open
+// scans to the first record that does not check out. Records start at
 // offset 4096; the block at 0 holds the trim point ("NLTR", the sequence
 // number trimmed through, crc32c). Trim is logical: Replay skips trimmed
 // records, their space is not reused, so size the device for everything a
-// test commits.
+// test commits. Close stops the writer (after writing what is queued).
 type Log struct {
 	dev backend.Device
 
@@ -31,14 +32,22 @@ type Log struct {
 	cond    *sync.Cond
 	nextSeq uint64
 	pending []byte
-	pendHi  uint64 // last sequence number in pending
-	durable uint64 // every record ≤ durable is synced
+	dones   []pendingDone
 	end     int64  // bytes of records on the device
 	tail    []byte // the partial last block's record bytes
-	writing bool
-	err     error // sticky write error
+	err     error  // sticky write error
+	closed  bool
 	trimmed uint64
+	stopped chan struct{}
 }
+
+type pendingDone struct {
+	seq  uint64
+	done func(uint64, error)
+}
+
+// ErrLogClosed is what CommitAsync reports after Close.
+var ErrLogClosed = errors.New("log closed")
 
 const (
 	logHeader = 18
@@ -47,7 +56,7 @@ const (
 
 // OpenLog opens (or starts) a log on dev.
 func OpenLog(ctx context.Context, dev backend.Device) (*Log, error) {
-	l := &Log{dev: dev, nextSeq: 1}
+	l := &Log{dev: dev, nextSeq: 1, stopped: make(chan struct{})}
 	l.cond = sync.NewCond(&l.mu)
 	hdr := backend.AlignedBuffer(logStart)
 	if err := dev.ReadAt(ctx, hdr, 0); err != nil {
@@ -65,7 +74,7 @@ func OpenLog(ctx context.Context, dev backend.Device) (*Log, error) {
 		return nil, err
 	}
 	l.end = end
-	l.nextSeq, l.durable = last+1, last
+	l.nextSeq = last + 1
 	a := int64(dev.Alignment())
 	if r := end % a; r != 0 {
 		l.tail = make([]byte, r)
@@ -75,6 +84,7 @@ func OpenLog(ctx context.Context, dev backend.Device) (*Log, error) {
 		}
 		copy(l.tail, buf)
 	}
+	go l.writer()
 	return l, nil
 }
 
@@ -128,12 +138,17 @@ func (l *Log) scan(ctx context.Context, fn func(seq uint64, payload []byte) erro
 	}
 }
 
-// Append implements pyramid.Committer.
-func (l *Log) Append(ctx context.Context, entry []byte) (uint64, error) {
+// CommitAsync implements pyramid.Committer.
+func (l *Log) CommitAsync(entry []byte, done func(seq uint64, err error)) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.err != nil {
-		return 0, l.err
+	if l.err != nil || l.closed {
+		err := l.err
+		if err == nil {
+			err = ErrLogClosed
+		}
+		l.mu.Unlock()
+		done(0, err)
+		return
 	}
 	seq := l.nextSeq
 	l.nextSeq++
@@ -143,41 +158,56 @@ func (l *Log) Append(ctx context.Context, entry []byte) (uint64, error) {
 	binary.LittleEndian.PutUint64(h[6:], seq)
 	binary.LittleEndian.PutUint32(h[14:], crc32.Update(crc32.Checksum(h[6:14], castagnoli), castagnoli, entry))
 	l.pending = append(append(l.pending, h[:]...), entry...)
-	l.pendHi = seq
-	return seq, nil
+	l.dones = append(l.dones, pendingDone{seq: seq, done: done})
+	l.cond.Signal()
+	l.mu.Unlock()
 }
 
-// WaitDurable implements pyramid.Committer.
-func (l *Log) WaitDurable(ctx context.Context, seq uint64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for l.durable < seq {
-		if l.err != nil {
-			return l.err
-		}
-		if l.writing {
-			l.cond.Wait()
-			continue
-		}
-		l.writing = true
-		recs, hi := l.pending, l.pendHi
-		l.pending = nil
-		start, tail := l.end, l.tail
-		l.mu.Unlock()
-		err := l.write(ctx, start, tail, recs)
+// writer writes queued records, then answers their callbacks in order.
+func (l *Log) writer() {
+	defer close(l.stopped)
+	for {
 		l.mu.Lock()
-		l.writing = false
+		for len(l.dones) == 0 && !l.closed {
+			l.cond.Wait()
+		}
+		if len(l.dones) == 0 {
+			l.mu.Unlock()
+			return
+		}
+		recs, dones := l.pending, l.dones
+		l.pending, l.dones = nil, nil
+		start, tail, err := l.end, l.tail, l.err
+		l.mu.Unlock()
+		if err == nil {
+			err = l.write(context.Background(), start, tail, recs)
+		}
+		l.mu.Lock()
 		if err != nil {
-			l.err = fmt.Errorf("log: %w", err)
+			if l.err == nil {
+				l.err = fmt.Errorf("log: %w", err)
+			}
+			err = l.err
 		} else {
 			l.end = start + int64(len(recs))
 			a := int64(l.dev.Alignment())
 			whole := append(append([]byte(nil), tail...), recs...)
 			l.tail = whole[int64(len(whole))-l.end%a:]
-			l.durable = hi
 		}
-		l.cond.Broadcast()
+		l.mu.Unlock()
+		for _, d := range dones {
+			d.done(d.seq, err)
+		}
 	}
+}
+
+// Close writes what is queued and stops the writer. Later commits fail.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	<-l.stopped
 	return nil
 }
 
@@ -236,8 +266,9 @@ func (l *Log) Trim(ctx context.Context, upTo uint64) error {
 }
 
 // MemLog is a pyramid.Committer in memory, with no durability at all: for
-// benchmarks that measure the pyramid rather than the log. Replay returns
-// what was appended.
+// benchmarks that measure the pyramid rather than the log. It answers each
+// commit at once, in order (under its lock). Replay returns what was
+// committed when Keep is set.
 type MemLog struct {
 	mu      sync.Mutex
 	next    uint64
@@ -246,8 +277,8 @@ type MemLog struct {
 	Keep    bool // keep entries for Replay (costs memory)
 }
 
-// Append implements pyramid.Committer.
-func (l *MemLog) Append(ctx context.Context, entry []byte) (uint64, error) {
+// CommitAsync implements pyramid.Committer.
+func (l *MemLog) CommitAsync(entry []byte, done func(seq uint64, err error)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.next++
@@ -255,11 +286,8 @@ func (l *MemLog) Append(ctx context.Context, entry []byte) (uint64, error) {
 		l.entries = append(l.entries, append([]byte(nil), entry...))
 		l.seqs = append(l.seqs, l.next)
 	}
-	return l.next, nil
+	done(l.next, nil)
 }
-
-// WaitDurable implements pyramid.Committer.
-func (l *MemLog) WaitDurable(ctx context.Context, seq uint64) error { return nil }
 
 // Replay implements pyramid.Committer.
 func (l *MemLog) Replay(ctx context.Context, fn func(seq uint64, entry []byte) error) error {

@@ -3,16 +3,19 @@ module github.com/shalestore/shale
 go 1.26
 
 require (
+	github.com/cockroachdb/datadriven v1.0.3
+	github.com/dgraph-io/ristretto/v2 v2.4.2
 	github.com/go-viper/mapstructure/v2 v2.5.0
+	github.com/klauspost/reedsolomon v1.14.2
 	github.com/spf13/viper v1.21.0
+	golang.org/x/sys v0.36.0
 )
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/cockroachdb/datadriven v1.0.3 // indirect
-	github.com/dgraph-io/ristretto/v2 v2.4.2 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
+	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
 	github.com/pmezard/go-difflib v1.0.0 // indirect
 	github.com/sagikazarmark/locafero v0.11.0 // indirect
@@ -22,6 +25,5 @@ require (
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/subosito/gotenv v1.6.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.4 // indirect
-	golang.org/x/sys v0.36.0 // indirect
 	golang.org/x/text v0.28.0 // indirect
 )

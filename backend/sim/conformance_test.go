@@ -13,6 +13,7 @@ import (
 func factory(t *testing.T, kind backend.Kind, file bool, opts map[string]any) backendtest.Factory {
 	n := 0
 	return backendtest.Factory{
+		PowerLossCorruptsUnsynced: opts["corrupt_torn"] == true,
 		Open: func(tb testing.TB) backend.Device {
 			n++
 			spec := backend.Spec{Name: fmt.Sprintf("drives[%d]", n), Backend: "sim", Size: 16 << 20, Kind: kind, Options: opts}
@@ -56,6 +57,7 @@ func TestConformance(t *testing.T) {
 		{"memory/virtual/ssd", backend.SSD, false, map[string]any{"seed": 1}},
 		{"file/real/ssd-zero-latency", backend.SSD, true, map[string]any{"seed": 2, "time": "real", "zero_latency": true}},
 		{"memory/real/nvram/align4096", backend.NVRAM, false, map[string]any{"seed": 3, "time": "real", "alignment": 4096}},
+		{"memory/virtual/corrupt_torn", backend.SSD, false, map[string]any{"seed": 9, "corrupt_torn": true, "zero_latency": true}},
 	}
 	if *long {
 		configs = append(configs,

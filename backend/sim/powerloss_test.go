@@ -46,6 +46,12 @@ func crashWorkload(t *testing.T, o Options) *Device {
 }
 
 func TestPowerLossRepeatsForSeed(t *testing.T) {
+	// Memory and backing file give the same image for a seed.
+	mem := image(t, crashWorkload(t, Options{Size: 64 << 10, Seed: 11}))
+	file := image(t, crashWorkload(t, Options{Size: 64 << 10, Seed: 11, Path: t.TempDir() + "/img"}))
+	if !bytes.Equal(mem, file) {
+		t.Fatal("memory and file modes gave different images for one seed")
+	}
 	for _, mode := range []string{"memory", "file"} {
 		t.Run(mode, func(t *testing.T) {
 			opts := func(seed int64) Options {
@@ -157,28 +163,29 @@ func (m *model) current(s int) uint64 {
 // anything else.
 func TestModel(t *testing.T) {
 	type cfg struct {
-		name  string
-		align int
-		file  bool
+		name   string
+		align  int
+		file   bool
+		garble bool
 	}
 	seeds, steps := int64(2), 1200
 	if *long {
 		seeds, steps = 10, 10000
 	}
-	for _, c := range []cfg{{"mem512", 512, false}, {"mem4096", 4096, false}, {"file512", 512, true}} {
+	for _, c := range []cfg{{"mem512", 512, false, false}, {"mem4096", 4096, false, false}, {"file512", 512, true, false}, {"mem512/corrupt_torn", 512, false, true}} {
 		for seed := int64(1); seed <= seeds; seed++ {
 			t.Run(fmt.Sprintf("%s/seed=%d", c.name, seed), func(t *testing.T) {
-				runModel(t, c.align, c.file, seed, steps)
+				runModel(t, c.align, c.file, c.garble, seed, steps)
 			})
 		}
 	}
 }
 
-func runModel(t *testing.T, align int, file bool, seed int64, steps int) {
+func runModel(t *testing.T, align int, file, garble bool, seed int64, steps int) {
 	const size = 256 << 10
 	prof := SSDProfile()
 	prof.Alignment = align
-	o := Options{Size: size, Seed: seed, Profile: prof}
+	o := Options{Size: size, Seed: seed, Profile: prof, CorruptTorn: garble}
 	if file {
 		o.Path = t.TempDir() + "/img"
 	}
@@ -188,7 +195,7 @@ func runModel(t *testing.T, align int, file bool, seed int64, steps int) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 99))
 	buf := make([]byte, 64*4096)
 	var tag uint64
-	crashes, tornSeen := 0, 0
+	crashes, tornSeen, garbled, unreadable := 0, 0, 0, 0
 	verify := func(lo, hi int) {
 		got := buf[:(hi-lo)*align]
 		if err := d.ReadAt(ctx, got, int64(lo*align)); err != nil {
@@ -240,33 +247,67 @@ func runModel(t *testing.T, align int, file bool, seed int64, steps int) {
 			}
 			d = nd
 			crashes++
-			img := image(t, d)
+			var repair []int
+			sec := make([]byte, align)
 			for s := 0; s < nsec; s++ {
-				v, ok := sectorTag(img[s*align : (s+1)*align])
+				err := d.ReadAt(ctx, sec, int64(s*align))
+				pending := len(m.pending[s]) > 0
+				if err != nil {
+					if !garble || !pending || !errors.Is(err, backend.ErrCorrupt) {
+						t.Fatalf("after power loss %d: sector %d: %v (pending %v)", crashes, s, err, pending)
+					}
+					unreadable++
+					repair = append(repair, s)
+					continue
+				}
+				v, ok := sectorTag(sec)
+				legal := ok && v == m.durable[s]
+				for _, p := range m.pending[s] {
+					legal = legal || ok && v == p
+				}
+				if !legal && garble && pending {
+					garbled++
+					repair = append(repair, s)
+					continue
+				}
 				if !ok {
 					t.Fatalf("after power loss %d: sector %d torn inside", crashes, s)
-				}
-				legal := v == m.durable[s]
-				for _, p := range m.pending[s] {
-					legal = legal || v == p
 				}
 				if !legal {
 					t.Fatalf("after power loss %d: sector %d holds tag %d: neither synced (%d) nor written since (%v)", crashes, s, v, m.durable[s], m.pending[s])
 				}
-				if len(m.pending[s]) > 0 && v != m.current(s) {
+				if pending && v != m.current(s) {
 					tornSeen++
 				}
 				m.durable[s] = v
 				m.pending[s] = m.pending[s][:0]
+			}
+			// Rewrite what power loss garbled, durably, so the model knows
+			// every sector again.
+			for _, s := range repair {
+				tag++
+				sectorData(sec, tag)
+				mustWrite(t, d, int64(s*align), sec)
+				m.durable[s] = tag
+				m.pending[s] = m.pending[s][:0]
+			}
+			if err := d.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := d.Stats(); st.UnreadableSectors != 0 {
+				t.Fatalf("%d sectors unreadable after rewriting them", st.UnreadableSectors)
 			}
 		}
 	}
 	if err := d.drv.ftl.check(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d power losses, %d sectors not holding their last write afterwards", crashes, tornSeen)
+	t.Logf("%d power losses, %d sectors not holding their last write afterwards, %d garbled, %d unreadable", crashes, tornSeen, garbled, unreadable)
 	if crashes > 5 && tornSeen == 0 {
 		t.Fatal("power losses never lost an unsynced write")
+	}
+	if garble != (garbled > 0 && unreadable > 0) {
+		t.Fatalf("corrupt_torn %v, but %d garbled and %d unreadable sectors", garble, garbled, unreadable)
 	}
 }
 
@@ -303,5 +344,42 @@ func TestMaxUnsynced(t *testing.T) {
 	}
 	if u.Stats().Destaged != 0 || u.undo.pending() != 3 {
 		t.Fatal("unlimited log destaged")
+	}
+}
+
+// sectorImage reads d sector by sector: unreadable sectors come back as
+// "BAD" so images with ErrCorrupt sectors compare.
+func sectorImage(t *testing.T, d *Device) (img []byte, bad int) {
+	buf := make([]byte, d.Alignment())
+	for off := int64(0); off < d.Size(); off += int64(len(buf)) {
+		err := d.ReadAt(ctx, buf, off)
+		switch {
+		case errors.Is(err, backend.ErrCorrupt):
+			img = append(img, "BAD"...)
+			bad++
+		case err != nil:
+			t.Fatal(err)
+		default:
+			img = append(img, buf...)
+		}
+	}
+	return img, bad
+}
+
+func TestCorruptTornRepeatsForSeed(t *testing.T) {
+	a, badA := sectorImage(t, crashWorkload(t, Options{Size: 64 << 10, Seed: 5, CorruptTorn: true}))
+	b, badB := sectorImage(t, crashWorkload(t, Options{Size: 64 << 10, Seed: 5, CorruptTorn: true}))
+	if !bytes.Equal(a, b) || badA != badB {
+		t.Fatal("same seed, different image with corrupt_torn")
+	}
+	distinct := map[string]bool{}
+	total := 0
+	for seed := int64(1); seed <= 6; seed++ {
+		img, bad := sectorImage(t, crashWorkload(t, Options{Size: 64 << 10, Seed: seed, CorruptTorn: true}))
+		distinct[string(img)] = true
+		total += bad
+	}
+	if len(distinct) < 4 || total == 0 {
+		t.Fatalf("6 seeds: %d distinct images, %d unreadable sectors", len(distinct), total)
 	}
 }

@@ -35,6 +35,7 @@ var optionKeys = []string{
 	"program_us",      // NAND program time, µs
 	"erase_us",        // NAND erase time, µs
 	"cache_bytes",     // write cache size in bytes; 0 = write-through
+	"corrupt_torn",    // bool: Options.CorruptTorn
 }
 
 // OptionKeys lists the keys SpecOptions accepts.
@@ -87,6 +88,13 @@ func SpecOptions(spec backend.Spec) (Options, error) {
 		default:
 			return Options{}, fmt.Errorf("time: %q is not virtual or real", s)
 		}
+	}
+	if v, ok := o["corrupt_torn"]; ok {
+		b, err := optBool("corrupt_torn", v)
+		if err != nil {
+			return Options{}, err
+		}
+		opts.CorruptTorn = b
 	}
 	if v, ok := o["zero_latency"]; ok {
 		b, err := optBool("zero_latency", v)

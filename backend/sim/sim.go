@@ -128,6 +128,13 @@ type Options struct {
 	// contents (FTL state and wear start fresh); an empty or missing one is
 	// created. Only one Device may use a path at a time.
 	Path string
+	// CorruptTorn makes power loss harsher, as on NAND whose program was
+	// interrupted: a torn unsynced write may also leave some of its sectors
+	// holding random bytes, or unreadable (reads touching them fail with
+	// backend.ErrCorrupt until they are written or discarded again). Synced
+	// sectors are never affected. The unreadable marks live in the Device
+	// (carried over PowerLoss and Reopen), not in a backing file.
+	CorruptTorn bool
 	// MaxUnsyncedBytes bounds the old contents kept for unsynced writes
 	// (what power loss may roll back): past it the oldest unsynced writes
 	// are destaged, i.e. become durable as if the drive had flushed them
@@ -173,13 +180,16 @@ type Device struct {
 
 	// mu guards the content: readers share it, writers, Sync, PowerLoss
 	// and Close hold it exclusively. Lock order: mu, then tmu.
-	mu           sync.RWMutex
-	st           store
-	undo         undoLog
-	revived      *Device // after a power cut: the device as it comes back
-	reviveErr    error
-	successorErr error // why PowerLoss or Reopen cannot hand out a device
-	handedOff    bool  // PowerLoss or Reopen returned the successor
+	mu   sync.RWMutex
+	st   store
+	undo undoLog
+	// bad holds unreadable sectors (by number) left by CorruptTorn power
+	// losses; nbad mirrors its size for Stats.
+	bad       map[int64]struct{}
+	nbad      atomic.Int64
+	revived   *Device // after a power cut: the device as it comes back
+	reviveErr error   // why the post-crash image could not be built
+	handedOff bool    // PowerLoss or Reopen returned the successor
 
 	// tmu guards the drive model and counters.
 	tmu sync.Mutex
@@ -202,7 +212,7 @@ type drive struct {
 	dieTouched []int32
 
 	c    counters
-	hist [4]histogram // by opIndex
+	hist [4]histogram // by histRead..histDiscard
 }
 
 type counters struct {
@@ -341,6 +351,8 @@ func (d *Device) successor(st store, drv *drive, gen int64) *Device {
 		rail: d.rail, st: st, drv: drv,
 	}
 	nd.undo.limit = d.undo.limit
+	nd.bad = d.bad
+	nd.nbad.Store(int64(len(d.bad)))
 	nd.undo.destaged.Store(d.undo.destaged.Load())
 	if nd.rail != nil {
 		nd.railEpoch = nd.rail.epoch.Load()
@@ -455,6 +467,39 @@ func (d *Device) begin(ctx context.Context, op Op, opName string, off, n int64, 
 	return fx, nil
 }
 
+// badIn returns an unreadable sector in [off, off+n), if any. REQUIRES: mu
+// held.
+func (d *Device) badIn(off, n int64) (int64, bool) {
+	sec := int64(d.sector)
+	for s := off / sec; s < (off+n)/sec; s++ {
+		if _, ok := d.bad[s]; ok {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// healLocked clears unreadable marks in [off, off+n): rewritten sectors
+// read again. REQUIRES: mu held exclusively.
+func (d *Device) healLocked(off, n int64) {
+	if len(d.bad) == 0 {
+		return
+	}
+	sec := int64(d.sector)
+	if n/sec > int64(len(d.bad)) {
+		for s := range d.bad {
+			if s >= off/sec && s < (off+n)/sec {
+				delete(d.bad, s)
+			}
+		}
+	} else {
+		for s := off / sec; s < (off+n)/sec; s++ {
+			delete(d.bad, s)
+		}
+	}
+	d.nbad.Store(int64(len(d.bad)))
+}
+
 // applyFlipsLocked corrupts stored bits. REQUIRES: mu held exclusively.
 func (d *Device) applyFlipsLocked(fl []flip) error {
 	for _, f := range fl {
@@ -514,6 +559,12 @@ func (d *Device) ReadAt(ctx context.Context, buf []byte, off int64) error {
 		d.mu.RUnlock()
 		return err
 	}
+	if len(d.bad) > 0 {
+		if sec, ok := d.badIn(off, n); ok {
+			d.mu.RUnlock()
+			return fmt.Errorf("%s: read at %d: sector %d unreadable (torn by power loss): %w", d.name, off, sec, backend.ErrCorrupt)
+		}
+	}
 	if err := d.st.read(buf, off); err != nil {
 		d.mu.RUnlock()
 		return d.ioErr("read", off, err)
@@ -537,6 +588,7 @@ func (d *Device) WriteAt(ctx context.Context, buf []byte, off int64) error {
 		d.mu.Unlock()
 		return err
 	}
+	d.healLocked(off, n)
 	lo := d.undo.mark()
 	err = d.st.write(buf, off, &d.undo.frags)
 	d.undo.commit(lo, d.st)
@@ -575,6 +627,7 @@ func (d *Device) Discard(ctx context.Context, off, length int64) error {
 		d.mu.Unlock()
 		return err
 	}
+	d.healLocked(off, length)
 	lo := d.undo.mark()
 	err = d.st.zero(off, length, &d.undo.frags)
 	d.undo.commit(lo, d.st)
@@ -654,7 +707,7 @@ func (d *Device) cutLocked() {
 	d.tmu.Unlock()
 	unsynced := d.undo.pending()
 	rng := rand.New(rand.NewPCG(mix(d.seed, 0x9017e7), uint64(d.gen)))
-	err := d.undo.crash(d.st, rng, d.sector)
+	bad, err := d.undo.crash(d.st, rng, d.sector, d.opts.CorruptTorn)
 	st := d.st
 	d.st = nil
 	if err != nil {
@@ -664,6 +717,13 @@ func (d *Device) cutLocked() {
 		return
 	}
 	d.revived = d.successor(st, drv, d.gen+1)
+	for _, sec := range bad {
+		if d.revived.bad == nil {
+			d.revived.bad = map[int64]struct{}{}
+		}
+		d.revived.bad[sec] = struct{}{}
+	}
+	d.revived.nbad.Store(int64(len(d.revived.bad)))
 	d.log.Debug("sim: power cut", "unsynced_writes", unsynced, "power_cycle", d.gen+1)
 }
 
@@ -817,8 +877,9 @@ func (d *Device) statsLocked() Stats {
 		BusyGC: time.Duration(c.busy[kindGC]), BusyErase: time.Duration(c.busy[kindErase]),
 		Read: v.hist[histRead].summary(), Write: v.hist[histWrite].summary(),
 		Sync: v.hist[histSync].summary(), Discard: v.hist[histDiscard].summary(),
-		Geometry: d.geo,
-		Destaged: d.undo.destaged.Load(),
+		Geometry:          d.geo,
+		Destaged:          d.undo.destaged.Load(),
+		UnreadableSectors: d.nbad.Load(),
 	}
 	if c.writeBytes > 0 {
 		s.WriteAmplification = float64(f.programs*PageSize) / float64(c.writeBytes)

@@ -65,6 +65,10 @@ type Stats struct {
 	// unsynced data exceeded Options.MaxUnsyncedBytes.
 	Destaged int64
 
+	// UnreadableSectors are sectors a CorruptTorn power loss left
+	// unreadable and not yet rewritten.
+	UnreadableSectors int64
+
 	// Geometry is the NAND layout in use.
 	Geometry Geometry
 }

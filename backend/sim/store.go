@@ -209,24 +209,26 @@ func (m *memStore) zero(off, length int64, fr *[]frag) error {
 		pg, in := off/PageSize, int(off%PageSize)
 		n := int(min(length, int64(PageSize-in)))
 		cur := m.page(pg)
-		if cur != nil {
-			f := frag{pg: pg, lo: int32(in), hi: int32(in + n)}
-			if n == PageSize {
-				m.setPage(pg, nil)
-				f.old = cur
-				if fr == nil {
-					m.pp.put(cur)
-				}
-			} else {
-				if fr != nil {
-					f.old = m.pp.get()
-					copy(f.old[in:in+n], cur[in:in+n])
-				}
-				clear(cur[in : in+n])
+		f := frag{pg: pg, lo: int32(in), hi: int32(in + n)}
+		switch {
+		case cur == nil:
+			// Zeros over zeros. The frag is still recorded, so that power
+			// loss draws the same random choices as with a backing file.
+		case n == PageSize:
+			m.setPage(pg, nil)
+			f.old = cur
+			if fr == nil {
+				m.pp.put(cur)
 			}
+		default:
 			if fr != nil {
-				*fr = append(*fr, f)
+				f.old = m.pp.get()
+				copy(f.old[in:in+n], cur[in:in+n])
 			}
+			clear(cur[in : in+n])
+		}
+		if fr != nil {
+			*fr = append(*fr, f)
 		}
 		off, length = off+int64(n), length-int64(n)
 	}

@@ -82,9 +82,9 @@ func (u *undoLog) drop(st store) {
 }
 
 // crash applies power loss to st (see crash) and empties the log.
-func (u *undoLog) crash(st store, rng *rand.Rand, sector int) error {
-	err := crash(st, u.recs[u.recHead:], u.frags, rng, sector)
+func (u *undoLog) crash(st store, rng *rand.Rand, sector int, garble bool) ([]int64, error) {
+	bad, err := crash(st, u.recs[u.recHead:], u.frags, rng, sector, garble)
 	clear(u.frags)
 	u.frags, u.recs, u.recHead, u.retained = nil, nil, 0, 0
-	return err
+	return bad, err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shalestore/shale/backend"
+	"github.com/shalestore/shale/backend/sim"
 	"github.com/shalestore/shale/core/pyramid"
 	"github.com/shalestore/shale/core/pyramid/pyramidtest"
 )
@@ -41,19 +42,27 @@ func (v *seqVolume) next(t []uint64) []uint64 {
 
 // benchDB opens a DB on memory devices with an in-memory log (no
 // durability cost: the benchmarks measure the pyramid, not the log).
-func benchDB(tb testing.TB, cacheBytes int64) (*pyramid.DB, *pyramidtest.MemDevice) {
+func benchDB(tb testing.TB, cacheBytes int64) (*pyramid.DB, *sim.Device) {
 	ctx := context.Background()
-	pagesDev := pyramidtest.NewMemDevice(64<<30, 512, backend.SSD)
+	dev := func(size int64) *sim.Device {
+		d, err := sim.New(sim.Options{Size: size, Kind: backend.SSD, Profile: sim.SSDProfile().ZeroLatency(),
+			Time: sim.Virtual, Logger: quiet})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return d
+	}
+	pagesDev := dev(64 << 30)
 	ps, err := pyramidtest.OpenPageStore(ctx, pagesDev)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rs, err := pyramidtest.OpenRootStore(ctx, pyramidtest.NewMemDevice(1<<20, 512, backend.SSD))
+	rs, err := pyramidtest.OpenRootStore(ctx, dev(1<<20))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	db, err := pyramid.Open(ctx, pyramid.Options{Pages: ps, Roots: rs, Log: &pyramidtest.MemLog{},
-		Schemas: pyramid.StandardSchemas(), CacheBytes: cacheBytes})
+		Schemas: pyramid.StandardSchemas(), CacheBytes: cacheBytes, Logger: quiet})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -19,7 +19,12 @@ import (
 // what was acknowledged before their read started, nor a version that goes
 // backwards; iterators check order and non-overlap. At the end, a crash:
 // every acknowledged version must come back.
-func TestConcurrent(t *testing.T) {
+func TestConcurrent(t *testing.T) { testConcurrent(t, kitDev) }
+
+// TestConcurrentStore is TestConcurrent on core/store and core/nvlog.
+func TestConcurrentStore(t *testing.T) { testConcurrent(t, kitStore) }
+
+func testConcurrent(t *testing.T, kit string) {
 	const writers, sectors = 4, 256
 	dur := 2 * time.Second
 	if testing.Short() {
@@ -28,7 +33,7 @@ func TestConcurrent(t *testing.T) {
 	if *long {
 		dur = 30 * time.Second
 	}
-	e := newEnv(t, pyramid.Options{FlushBytes: 64 << 10, MaxDRAMBytes: 256 << 10, PageBytes: 1024,
+	e := newKitEnv(t, kit, 1, pyramid.Options{FlushBytes: 64 << 10, MaxDRAMBytes: 256 << 10, PageBytes: 1024,
 		MaxPageTuples: 32, CacheBytes: 1 << 20, MergeFanout: 2, MaxPatches: 4})
 	bmap := e.rel(pyramid.BlockMap)
 	var acked [writers][sectors]atomic.Uint64
@@ -116,6 +121,16 @@ func TestConcurrent(t *testing.T) {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() { // the engine's part: trim the log as flushes allow
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if err := e.trim(); err != nil {
+				fail("trim: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
 	wg.Add(1)
 	go func() { // iterators
 		defer wg.Done()

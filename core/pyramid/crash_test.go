@@ -21,16 +21,18 @@ func TestCrashAtEveryPoint(t *testing.T) {
 	if *long {
 		seeds = 50
 	}
-	for _, point := range pyramid.CrashPoints {
-		for seed := 0; seed < seeds; seed++ {
-			t.Run(fmt.Sprintf("%s/%d", point, seed), func(t *testing.T) {
-				crashAt(t, point, uint64(seed))
-			})
+	for _, kit := range []string{kitDev, kitStore} {
+		for _, point := range pyramid.CrashPoints {
+			for seed := 0; seed < seeds; seed++ {
+				t.Run(fmt.Sprintf("%s/%s/%d", kit, point, seed), func(t *testing.T) {
+					crashAt(t, kit, point, uint64(seed))
+				})
+			}
 		}
 	}
 }
 
-func crashAt(t *testing.T, point string, seed uint64) {
+func crashAt(t *testing.T, kit, point string, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 42))
 	fired := false
 	armed := false
@@ -41,7 +43,7 @@ func crashAt(t *testing.T, point string, seed uint64) {
 			panic(crashPanic{p})
 		}
 	}
-	e := newEnv(t, opts)
+	e := newKitEnv(t, kit, int64(seed), opts)
 	m := newModel()
 	bmap, el := e.rel(pyramid.BlockMap), e.rel(pyramid.MediumElide)
 	write := func(n int) {

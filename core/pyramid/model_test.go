@@ -255,9 +255,8 @@ func (h *harness) step() {
 	case op < 82: // arm a crash inside the next few protocol steps
 		h.armed = 1 + rng.IntN(6)
 	case op < 86: // trim the commit log as far as the pyramid allows
-		d := e.db.DurableSeq()
-		h.log = append(h.log, fmt.Sprintf("trim log through %d", d))
-		if err := e.log.Trim(e.ctx, d); err != nil {
+		h.log = append(h.log, fmt.Sprintf("trim log through %d", e.db.DurableSeq()))
+		if err := e.trim(); err != nil {
 			h.t.Fatal(err)
 		}
 	default:
@@ -359,10 +358,10 @@ func (h *harness) checkAll(stage string) {
 	}
 }
 
-func runModel(t *testing.T, seed uint64, steps int, opts pyramid.Options) map[string]int {
+func runModel(t *testing.T, kit string, seed uint64, steps int, opts pyramid.Options) map[string]int {
 	h := &harness{t: t, m: newModel(), rng: rand.New(rand.NewPCG(seed, seed*7+1)), crashes: map[string]int{}}
 	opts.CrashHook = h.hook
-	h.e = newEnv(t, opts)
+	h.e = newKitEnv(t, kit, int64(seed), opts)
 	for i := 0; i < steps; i++ {
 		h.step()
 		if i%50 == 49 {
@@ -400,9 +399,10 @@ func runModel(t *testing.T, seed uint64, steps int, opts pyramid.Options) map[st
 	return h.crashes
 }
 
-// TestModel runs random inserts, elides, flushes, merges, flattens and
-// crashes (power loss between operations, and panics at crash points
-// inside them) against the plain model, several seeds and page shapes.
+// TestModel runs random inserts, elides, flushes, merges, flattens, log
+// trims and crashes (power loss between operations, and panics at crash
+// points inside them) against the plain model, several seeds and page
+// shapes, on pyramidtest's stores.
 func TestModel(t *testing.T) {
 	steps, seeds := 600, 4
 	if *long {
@@ -411,6 +411,23 @@ func TestModel(t *testing.T) {
 	if testing.Short() {
 		steps, seeds = 200, 2
 	}
+	testModel(t, kitDev, steps, seeds)
+}
+
+// TestModelStore is TestModel on the production storage: core/store
+// (segments and the boot region) and core/nvlog.
+func TestModelStore(t *testing.T) {
+	steps, seeds := 400, 2
+	if *long {
+		steps, seeds = 3000, 20
+	}
+	if testing.Short() {
+		steps, seeds = 150, 1
+	}
+	testModel(t, kitStore, steps, seeds)
+}
+
+func testModel(t *testing.T, kit string, steps, seeds int) {
 	total := map[string]int{}
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		opts := pyramid.Options{Manual: true, PageBytes: 1024, MaxPageTuples: 8, CacheBytes: 1 << 20}
@@ -418,7 +435,7 @@ func TestModel(t *testing.T) {
 			opts.PageBytes, opts.MaxPageTuples = 4096, 4096
 		}
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			for p, n := range runModel(t, seed, steps, opts) {
+			for p, n := range runModel(t, kit, seed, steps, opts) {
 				total[p] += n
 			}
 		})

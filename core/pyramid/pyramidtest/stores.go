@@ -1,3 +1,13 @@
+// Package pyramidtest implements the pyramid's storage interfaces (page
+// store, root store, committer) over backend.Device, for tests and
+// benchmarks of core/pyramid.
+//
+// These are stand-ins, not the production parts: core/store (pages as log
+// records in segios, roots in the boot region) and core/nvlog replace them
+// in the engine. They are real in the sense that matters for crash tests:
+// everything goes through a Device as aligned writes and syncs, so on
+// backend/sim a power loss keeps exactly what was synced plus whatever the
+// simulated drive kept, dropped, tore or garbled of the rest.
 package pyramidtest
 
 import (

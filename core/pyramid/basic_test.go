@@ -131,3 +131,73 @@ func TestElideMedium(t *testing.T) {
 		t.Fatalf("after crash: %v", got)
 	}
 }
+
+// TestPatchPages checks that PatchPages lists every page once (the leaves
+// PatchInfo counts and the index pages above them), and that LivePages
+// keeps the patches an open iterator reads live across a flatten.
+func TestPatchPages(t *testing.T) {
+	e := newEnv(t, pyramid.Options{Manual: true, PageBytes: 1024, MaxPageTuples: 4})
+	r := e.rel(pyramid.BlockMap)
+	var b pyramid.Batch
+	for i := uint64(0); i < 100; i++ {
+		if err := b.Insert(r, bm(1, i*2, 1, 3, i*512)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.db.Persist(e.ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	must(t, r.Flush(e.ctx))
+	pi := r.Patches()[0]
+	seen := map[pyramid.Addr]bool{}
+	leaves, levels := 0, map[int]int{}
+	must(t, r.PatchPages(e.ctx, pi, func(a pyramid.Addr, level int) error {
+		if seen[a] {
+			t.Fatalf("page %s twice", a)
+		}
+		seen[a] = true
+		levels[level]++
+		if level == 0 {
+			leaves++
+		}
+		return nil
+	}))
+	if uint64(leaves) != pi.LeafPages || len(levels) != pi.Levels+1 || levels[pi.Levels] != 1 {
+		t.Fatalf("%d leaves (info says %d), pages per level %v, info levels %d", leaves, pi.LeafPages, levels, pi.Levels)
+	}
+	if pi.Levels < 2 {
+		t.Fatalf("want a deeper index for this test, got %d levels", pi.Levels)
+	}
+	var live []pyramid.PatchInfo
+	r.LivePages(func(p pyramid.PatchInfo) { live = append(live, p) })
+	if len(live) != 1 || live[0].Root != pi.Root {
+		t.Fatalf("live %v", live)
+	}
+	// An iterator open across a merge keeps the old patches live.
+	e.persist(r, bm(1, 1, 1, 4, 0))
+	must(t, r.Flush(e.ctx))
+	it := r.NewIter(e.ctx, pyramid.IterOptions{})
+	m, err := r.Merge(e.ctx, 0, 1)
+	must(t, err)
+	must(t, r.Flatten(e.ctx, m))
+	count := func() int {
+		n := 0
+		r.LivePages(func(pyramid.PatchInfo) { n++ })
+		return n
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("%d live patches with an iterator open, want 3 (the merged one and its two inputs)", n)
+	}
+	n := 0
+	for it.Next() {
+		n++
+	}
+	must(t, it.Err())
+	it.Close()
+	if n != 101 {
+		t.Fatalf("iterator saw %d tuples", n)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d live patches after Close, want 1", n)
+	}
+}

@@ -735,11 +735,34 @@ func (r *Relation) unpin(v *version) {
 	}
 }
 
-// LivePages calls fn with the root address and info of every persisted
-// patch that is live: in the current version or in one an open iterator
-// pins. The page store may reclaim the pages of any other patch (all of a
-// patch's pages are reachable from its root; PatchTag identifies them in
-// the store).
+// PatchPages calls fn with the address and level (0: leaf) of every page
+// of the persisted patch pi, index pages before the pages below them. It
+// reads the index pages (through the cache), not the leaves.
+func (r *Relation) PatchPages(ctx context.Context, pi PatchInfo, fn func(a Addr, level int) error) error {
+	pt := &patch{info: pi, rel: r}
+	var walk func(a Addr, level int) error
+	walk = func(a Addr, level int) error {
+		if err := fn(a, level); err != nil || level == 0 {
+			return err
+		}
+		p, err := pt.getPage(ctx, a, level)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < p.Len(); i++ {
+			if err := walk(childAddr(p, i, r.sh.k), level-1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(pi.Root, pi.Levels)
+}
+
+// LivePages calls fn with the info of every persisted patch that is live:
+// in the current version or in one an open iterator pins. The page store
+// may reclaim the pages of any other patch (PatchPages lists a patch's
+// pages; PatchTag identifies them in the store).
 func (r *Relation) LivePages(fn func(pi PatchInfo)) {
 	seen := map[Addr]bool{}
 	visit := func(v *version) {

@@ -70,15 +70,7 @@ func (r *Relation) checkTuple(t []uint64) error {
 	return nil
 }
 
-// Commit-log entry encoding (what Persist hands the Committer):
-//
-//	offset  size  field
-//	     0     2  magic 'P' 'B'
-//	     2     1  version, 1
-//	     3     …  uvarint count, the number of tuples
-//	     …     …  count tuples: uvarint relation id, then the tuple's F
-//	              fields as uvarints (F from the relation's schema)
-//	   n-4     4  crc32c (Castagnoli) of bytes [0, n-4), little-endian
+// Commit-log entry encoding: drawn in the package documentation (Formats).
 const (
 	batchMagic0, batchMagic1 = 'P', 'B'
 	batchVersion             = 1

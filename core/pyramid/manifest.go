@@ -8,22 +8,8 @@ import (
 )
 
 // manifest is a relation's root: its persisted patches, newest first, and
-// how far its flushes have reached.
-//
-// Encoding (all integers uvarints unless a size is given):
-//
-//	offset  size  field
-//	     0     3  magic 'S' 'P' 'M'
-//	     3     1  version, 1
-//	     4     …  relation id, K (key fields), F (fields)
-//	     …     …  through: every batch ≤ through is in the patches (or was
-//	              elided); replay skips them
-//	     …     …  count, then count patches, newest first, each:
-//	                seq lo, seq hi, tuples, leaf pages, bytes, levels,
-//	                last end, elided through,
-//	                16 bytes root address,
-//	                K fields of the min key, K fields of the max key
-//	   n-4     4  crc32c (Castagnoli) of bytes [0, n-4), little-endian
+// how far its flushes have reached. Its encoding is drawn in the package
+// documentation (Formats).
 type manifest struct {
 	relID   uint16
 	k, f    int

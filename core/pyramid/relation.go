@@ -529,8 +529,10 @@ func (r *Relation) retry(fn func(v *version) error) error {
 }
 
 // Get looks up key: for a point relation, the tuple with exactly these key
-// fields; for a range relation, the run covering the position in key's
-// last field (returned whole, as stored). The tuple is appended to dst.
+// fields; for a range relation, the newest run covering the position in
+// key's last field, returned whole as stored (newer runs may hide other
+// positions of it: use Resolve to read a range). The tuple is appended to
+// dst. Get allocates nothing once the pages it needs are cached.
 func (r *Relation) Get(ctx context.Context, key []uint64, dst []uint64, ro ReadOptions) ([]uint64, bool, error) {
 	if len(key) != r.sh.k {
 		return dst, false, fmt.Errorf("relation %s: key of %d fields, want %d", r.schema.Name, len(key), r.sh.k)

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // The DRAM patch is a skiplist with one writer at a time (insert holds mu)
@@ -34,7 +35,16 @@ type memNode struct {
 	key  []uint64
 	ent  atomic.Pointer[memEntry]
 	next []atomic.Pointer[memNode]
+	// Short keys and towers live in the node itself, so a search step
+	// touches one node's memory, not three allocations.
+	keyIn  [inlineKey]uint64
+	nextIn [inlineNext]atomic.Pointer[memNode]
 }
+
+const (
+	inlineKey  = 2
+	inlineNext = 4
+)
 
 type memEntry struct {
 	seq  uint64
@@ -97,15 +107,30 @@ func (m *memPatch) newNodeLocked(key []uint64, e *memEntry) *memNode {
 	n := &m.nodes[0]
 	m.nodes = m.nodes[1:]
 	h := m.randomHeightLocked()
-	if len(m.ptrs) < h {
-		m.ptrs = make([]atomic.Pointer[memNode], slabNodes*2)
+	if h <= inlineNext {
+		n.next = n.nextIn[:h:h]
+	} else {
+		if len(m.ptrs) < h {
+			m.ptrs = make([]atomic.Pointer[memNode], slabNodes*2)
+		}
+		n.next = m.ptrs[:h:h]
+		m.ptrs = m.ptrs[h:]
 	}
-	n.next = m.ptrs[:h:h]
-	m.ptrs = m.ptrs[h:]
-	n.key = m.allocU64Locked(len(key))
+	if len(key) <= inlineKey {
+		n.key = n.keyIn[:len(key):len(key)]
+	} else {
+		n.key = m.allocU64Locked(len(key))
+	}
 	copy(n.key, key)
 	n.ent.Store(e)
-	m.bytes.Add(int64(48 + 8*len(key) + 8*h))
+	size := int64(unsafe.Sizeof(memNode{}))
+	if h > inlineNext {
+		size += int64(8 * h)
+	}
+	if len(key) > inlineKey {
+		size += int64(8 * len(key))
+	}
+	m.bytes.Add(size)
 	return n
 }
 

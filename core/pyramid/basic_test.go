@@ -201,3 +201,42 @@ func TestPatchPages(t *testing.T) {
 		t.Fatalf("%d live patches after Close, want 1", n)
 	}
 }
+
+// TestElideRewritePolicy: Compact rewrites a patch for elision only when
+// the index shows a good share of its leaves elided; the rest waits for
+// the next merge.
+func TestElideRewritePolicy(t *testing.T) {
+	e := newEnv(t, pyramid.Options{Manual: true, PageBytes: 1024, MaxPageTuples: 8})
+	r, el := e.rel(pyramid.BlockMap), e.rel(pyramid.MediumElide)
+	var b pyramid.Batch
+	for med := uint64(1); med <= 20; med++ {
+		for i := uint64(0); i < 16; i++ {
+			must(t, b.Insert(r, bm(med, i*4, 2, med, i*512)...))
+		}
+	}
+	_, err := e.db.Persist(e.ctx, &b)
+	must(t, err)
+	must(t, r.Flush(e.ctx))
+	before := r.Patches()[0]
+	e.elide(el, 7, 7) // 1 medium of 20: 5% of the leaves
+	did, err := r.Compact(e.ctx)
+	must(t, err)
+	if did || r.Patches()[0].Root != before.Root {
+		t.Fatalf("rewrote a patch for 5%% elided")
+	}
+	if got := len(e.scan(r, pyramid.IterOptions{})); got != 19*16 {
+		t.Fatalf("%d tuples visible", got)
+	}
+	e.elide(el, 1, 6) // now 7 of 20
+	did, err = r.Compact(e.ctx)
+	must(t, err)
+	if !did {
+		t.Fatal("did not rewrite a patch 35% elided")
+	}
+	if p := r.Patches()[0]; p.Tuples != 13*16 {
+		t.Fatalf("rewritten patch holds %d tuples, want %d", p.Tuples, 13*16)
+	}
+	if did, _ := r.Compact(e.ctx); did {
+		t.Fatal("rewrote again with nothing new elided")
+	}
+}

@@ -32,6 +32,13 @@ func (s *elideSet) contains(v uint64) bool {
 	return i < len(r) && r[i].lo <= v
 }
 
+// covers reports whether every value in [lo, hi] is deleted.
+func (s *elideSet) covers(lo, hi uint64) bool {
+	r := s.r
+	i := sort.Search(len(r), func(i int) bool { return r[i].hi >= lo })
+	return i < len(r) && r[i].lo <= lo && hi <= r[i].hi
+}
+
 // add returns the set with [lo, hi] added.
 func (s *elideSet) add(lo, hi, seq uint64) *elideSet {
 	out := &elideSet{r: make([]elideRange, 0, len(s.r)+1), maxSeq: max(s.maxSeq, seq)}

@@ -281,6 +281,9 @@ type patch struct {
 	// root is the root page once read: kept out of the cache (one small
 	// page per patch, and every lookup of the patch starts there).
 	root atomic.Pointer[page.Page]
+	// elideChecked is the elide sequence number at which Compact last
+	// found the patch not worth rewriting for elision.
+	elideChecked atomic.Uint64
 }
 
 // getLE finds the last tuple ≤ probe: its leaf page and index, or a nil

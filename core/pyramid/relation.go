@@ -451,12 +451,11 @@ func (r *Relation) Compact(ctx context.Context) (bool, error) {
 	infos := r.Patches()
 	newest, oldest, ok := PlanMerge(infos, r.db.opts.MergeFanout, r.db.opts.MaxPatches)
 	if !ok {
-		for i := range infos {
-			if r.elideDirty(&infos[i]) {
-				newest, oldest, ok = i, i, true
-				break
-			}
+		var err error
+		if newest, ok, err = r.planElideRewrite(ctx); err != nil {
+			return false, err
 		}
+		oldest = newest
 	}
 	if !ok {
 		return false, nil
@@ -469,6 +468,86 @@ func (r *Relation) Compact(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// ElideRewriteFraction is the share of a patch's leaves that elide records
+// must empty before Compact rewrites the patch on their account alone (a
+// single-page patch is rewritten whenever it may hold elided tuples).
+// Otherwise elided tuples go at the patch's next merge.
+const ElideRewriteFraction = 1.0 / 8
+
+// planElideRewrite picks a patch worth rewriting for elision: dirty (elide
+// records newer than its last filtering meet its key range) and with at
+// least ElideRewriteFraction of its leaves wholly elided, as estimated
+// from the index (a leaf spans its first key to the next leaf's first
+// key). A patch found not worth it is not looked at again until the elide
+// tables change.
+func (r *Relation) planElideRewrite(ctx context.Context) (int, bool, error) {
+	seq := r.elideSeq()
+	for i, pt := range r.cur.Load().patches {
+		if !r.elideDirty(&pt.info) || pt.elideChecked.Load() == seq {
+			continue
+		}
+		gain, err := r.elideGain(ctx, pt)
+		if err != nil {
+			return 0, false, err
+		}
+		if pt.info.Levels == 0 || gain >= ElideRewriteFraction {
+			return i, true, nil
+		}
+		pt.elideChecked.Store(seq)
+	}
+	return 0, false, nil
+}
+
+// elideGain estimates the fraction of pt's leaves whose tuples are all
+// elided by rules on the first key field. A rule on another field cannot
+// be judged from the index: it counts as all (1).
+func (r *Relation) elideGain(ctx context.Context, pt *patch) (float64, error) {
+	var sets []*elideSet
+	for _, ru := range r.rules {
+		if ru.field != 0 {
+			return 1, nil
+		}
+		sets = append(sets, ru.table.elide.Load())
+	}
+	if pt.info.Levels == 0 || len(sets) == 0 {
+		return 0, nil
+	}
+	// The first key field of every leaf's first tuple, in order.
+	var firsts []uint64
+	var walk func(a Addr, level int) error
+	walk = func(a Addr, level int) error {
+		p, err := pt.getPage(ctx, a, level)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < p.Len(); i++ {
+			if level == 1 {
+				firsts = append(firsts, p.Value(i, 0))
+			} else if err := walk(childAddr(p, i, r.sh.k), level-1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(pt.info.Root, pt.info.Levels); err != nil {
+		return 0, err
+	}
+	gone := 0
+	for i, lo := range firsts {
+		hi := pt.info.MaxKey[0]
+		if i+1 < len(firsts) {
+			hi = firsts[i+1]
+		}
+		for _, s := range sets {
+			if s.covers(lo, hi) {
+				gone++
+				break
+			}
+		}
+	}
+	return float64(gone) / float64(len(firsts)), nil
 }
 
 // PlanMerge is the merge policy, a plain function of the patch list

@@ -41,6 +41,8 @@ type env struct {
 	opts pyramid.Options
 	db   *pyramid.DB
 
+	rail *sim.Rail // all devices: cutting it cuts power to every one
+
 	// kitDev
 	pagesDev, rootsDev, logDev *sim.Device
 	log                        *pyramidtest.Log
@@ -64,6 +66,7 @@ func newKitEnv(t testing.TB, kit string, seed int64, opts pyramid.Options) *env 
 		e.opts.Logger = quiet
 	}
 	rail, clock := sim.NewRail(), sim.NewClock()
+	e.rail = rail
 	dev := func(name string, size int64, kind backend.Kind, i int64) *sim.Device {
 		prof := sim.SSDProfile().ZeroLatency()
 		if kind == backend.NVRAM {

@@ -137,7 +137,7 @@ type Page struct {
 	nkeys     int
 	tag       uint64
 	tupleBits uint64
-	fields    [MaxFields]field
+	fields    []field // one per field, F long
 }
 
 // Len returns the number of tuples.
@@ -393,6 +393,7 @@ func (p *Page) decode(buf []byte) error {
 		total += int(e.nb)
 	}
 	all := make([]uint64, total)
+	p.fields = make([]field, nf)
 	var tbits uint64
 	for f := 0; f < nf; f++ {
 		e := ents[f]

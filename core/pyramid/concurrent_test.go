@@ -91,7 +91,9 @@ func testConcurrent(t *testing.T, kit string) {
 						return
 					}
 				}
-				if _, err := e.db.Persist(context.Background(), &b); err != nil {
+				// ctx: after the cut, flushes fail, DRAM stays full and
+				// Persist would wait for room until ctx ends.
+				if _, err := e.db.Persist(ctx, &b); err != nil {
 					fail("persist: %v", err)
 					return
 				}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,4 +223,34 @@ func benchGet(b *testing.B, db *pyramid.DB) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
 	b.ReportMetric(float64(db.Stats().CacheMisses.Load()-misses)/float64(b.N), "misses/op")
+}
+
+// BenchmarkGetBaselineSorted is the baseline for BenchmarkGetBlockMap: the
+// same random lookups as a binary search over a plain sorted []uint64 of
+// the run starts held in memory (no pages, no cache, no DRAM patch), the
+// best an in-memory index of this volume could do.
+func BenchmarkGetBaselineSorted(b *testing.B) {
+	n := *benchTuples
+	starts := make([]uint64, n)
+	vol := newSeqVolume()
+	var t []uint64
+	for i := range starts {
+		t = vol.next(t)
+		starts[i] = t[pyramid.BMLBA]
+	}
+	sectors := starts[n-1] + 64
+	b.ReportAllocs()
+	b.ResetTimer()
+	var seed atomic.Uint64
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(seed.Add(1), 3))
+		for pb.Next() {
+			x := rng.Uint64N(sectors)
+			i, _ := slices.BinarySearch(starts, x+1)
+			if i == 0 || starts[i-1] > x {
+				b.Fatal("not found")
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
 }

@@ -56,6 +56,14 @@ type Features struct {
 	// MultiConn promises that Flush and FUA cover writes acknowledged on
 	// every connection to this export.
 	MultiConn bool
+	// NonBlocking promises that no method waits for I/O, for a lock held
+	// across I/O, or for other requests: each returns in microseconds (a
+	// RAM volume). The server then runs a connection's requests on its
+	// reader goroutine instead of handing each to a worker, saving two
+	// goroutine switches per request; replies of requests that arrived
+	// together still share one writev. Leave it false for anything that
+	// can block: one slow call would stall the whole connection.
+	NonBlocking bool
 	// BlockSize holds the export's block size constraints. Zero values mean
 	// min 1, preferred 4096, max 32 MiB.
 	BlockSize BlockSize

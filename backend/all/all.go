@@ -9,4 +9,6 @@ import (
 	_ "github.com/shalestore/shale/backend/file"
 	// Registered as "nvme".
 	_ "github.com/shalestore/shale/backend/nvme"
+	// Registered as "sim".
+	_ "github.com/shalestore/shale/backend/sim"
 )

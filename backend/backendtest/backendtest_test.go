@@ -206,7 +206,7 @@ func TestMemDevice(t *testing.T) {
 	}
 	// A device whose power cuts leave garbage, or unreadable blocks, where
 	// writes were unsynced passes with PowerLossCorruptsUnsynced.
-	t.Run("garbage+lenient", func(t *testing.T) { Run(t, memFactory(4<<20, 4096, "garbage+lenient")) })
+	t.Run("garbage+lenient", func(t *testing.T) { Run(t, memFactory(2<<20, 4096, "garbage+lenient")) })
 }
 
 // mutants are devices with one bug each and the subtest that must catch it.

@@ -65,8 +65,8 @@ func testReadYourWrites(h *harness) {
 	for range 150 {
 		w := wins[h.rng.IntN(len(wins))]
 		maxBlocks := int64(16)
-		if h.rng.IntN(8) == 0 {
-			maxBlocks = 512
+		if h.rng.IntN(16) == 0 {
+			maxBlocks = 256
 		}
 		off, n := h.randRange(w, maxBlocks)
 		h.write(off, n)
@@ -226,7 +226,7 @@ func testConcurrent(h *harness) {
 
 	models := make([]*model, writers)
 	parallel(writers+readers, func(i int) {
-		buf := backend.AlignedBuffer(int(min(slab, 64*a)))
+		buf := backend.AlignedBuffer(int(min(slab, 16*a)))
 		if i >= writers {
 			rng := rand.New(rand.NewPCG(uint64(i), 2))
 			for range opsPerWriter {

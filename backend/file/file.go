@@ -98,6 +98,9 @@ func ParseOptions(m map[string]any) (Options, error) {
 	return o, nil
 }
 
+// Stats are a device's counters since it was opened (Device.Stats).
+type Stats = fdio.Stats
+
 // Device is a drive kept in a regular file.
 type Device struct {
 	*fdio.File

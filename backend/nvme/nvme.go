@@ -46,6 +46,9 @@ func init() {
 // mounted or opened exclusively by another program (or by this one).
 var ErrInUse = errors.New("in use")
 
+// Stats are a device's counters since it was opened (Device.Stats).
+type Stats = fdio.Stats
+
 // Device is a drive on a raw block device.
 type Device struct {
 	*fdio.File

@@ -58,9 +58,14 @@ var CrashPoints = []string{
 
 // Options configure a DB. Pages, Roots, Log and Schemas are required.
 type Options struct {
-	Pages   PageStore
-	Roots   RootStore
-	Log     Committer
+	// Pages persists the pages of patches (core/store in shale).
+	Pages PageStore
+	// Roots holds each relation's manifest (the boot region in shale).
+	Roots RootStore
+	// Log is the commit log persist goes through (core/nvlog in shale).
+	Log Committer
+	// Schemas are the relations. Schemas may be added in later versions;
+	// an existing relation's ID and shape must never change.
 	Schemas []Schema
 
 	// PageBytes bounds an encoded page (default 4096; MinPageBytes..1 MiB).
@@ -142,8 +147,12 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// Stats counts the DB's work. Fields are updated atomically; read them with
-// Snapshot.
+// Stats counts the DB's work: persists and their tuples, replayed entries
+// and tuples, flushes and merges (count, tuples and bytes written),
+// flattens, merges found stale, tuples dropped by elision, page cache hits
+// and misses, reads retried on a newer version, persists that waited for
+// room, background errors and seals. Fields are updated atomically; read
+// them with Snapshot.
 type Stats struct {
 	Persists, PersistTuples               atomic.Uint64
 	ReplayedEntries, ReplayedTuples       atomic.Uint64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,7 @@ func TestConcurrent(t *testing.T) { testConcurrent(t, kitDev) }
 // TestConcurrentStore is TestConcurrent on core/store and core/nvlog.
 func TestConcurrentStore(t *testing.T) { testConcurrent(t, kitStore) }
 
+
 func testConcurrent(t *testing.T, kit string) {
 	const writers, sectors = 4, 256
 	dur := 2 * time.Second
@@ -38,9 +40,10 @@ func testConcurrent(t *testing.T, kit string) {
 		MaxPageTuples: 32, CacheBytes: 1 << 20, MergeFanout: 2, MaxPatches: 4})
 	bmap := e.rel(pyramid.BlockMap)
 	var acked [writers][sectors]atomic.Uint64
+	var seqOf [writers]sync.Map // version -> sequence number, for diagnostics
 	// Run for dur, then on until background flushes and merges have run a
-	// few times (a loaded machine may need longer), at most 30 s.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// few times (a loaded machine may need longer), at most 30 s more.
+	ctx, cancel := context.WithTimeout(context.Background(), dur+30*time.Second)
 	defer cancel()
 	var cut atomic.Bool // power is cut: errors are expected from now on
 	go func() {
@@ -93,8 +96,12 @@ func testConcurrent(t *testing.T, kit string) {
 				}
 				// ctx: after the cut, flushes fail, DRAM stays full and
 				// Persist would wait for room until ctx ends.
-				if _, err := e.db.Persist(ctx, &b); err != nil {
-					fail("persist: %v", err)
+				seq, err := e.db.Persist(ctx, &b)
+				seqOf[w].Store(v, seq)
+				if err != nil {
+					if ctx.Err() == nil {
+						fail("persist: %v", err)
+					}
 					return
 				}
 				if cut.Load() {
@@ -128,7 +135,9 @@ func testConcurrent(t *testing.T, kit string) {
 					v = got[pyramid.BMSegment]
 				}
 				if v < floor || v < last[w][s] {
-					fail("medium %d sector %d: read version %d, acknowledged %d, read before %d", w+1, s, v, floor, last[w][s])
+					fs, _ := seqOf[w].Load(floor)
+					fail("medium %d sector %d: read version %d, acknowledged %d (seq %v), read before %d; sources now:\n%s",
+						w+1, s, v, floor, fs, last[w][s], strings.Join(bmap.DebugSources(context.Background(), []uint64{uint64(w + 1), s}), "\n"))
 					return
 				}
 				last[w][s] = v

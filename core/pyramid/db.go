@@ -389,6 +389,9 @@ func (db *DB) Persist(ctx context.Context, b *Batch) (uint64, error) {
 	w.entry = b.encode(w.entry[:0])
 	db.opts.Log.CommitAsync(w.entry, w.done)
 	res := <-w.ch
+	if res.b != b {
+		panic("pyramid: commit log answered another entry")
+	}
 	w.db, w.b = nil, nil
 	waiterPool.Put(w)
 	if res.err != nil {
@@ -410,6 +413,7 @@ type waiter struct {
 type persistResult struct {
 	seq uint64
 	err error
+	b   *Batch // the batch the answer is for
 }
 
 var waiterPool = sync.Pool{New: func() any {
@@ -418,7 +422,7 @@ var waiterPool = sync.Pool{New: func() any {
 		if err == nil {
 			w.db.applyCommitted(seq, w.b)
 		}
-		w.ch <- persistResult{seq: seq, err: err}
+		w.ch <- persistResult{seq: seq, err: err, b: w.b}
 	}
 	return w
 }}

@@ -18,12 +18,16 @@ import (
 //
 // INVARIANT (range relations): the runs of linked nodes do not overlap,
 // except transiently inside one insert. An insert orders its steps so that
-// every reader finds, for every position, a node holding either the value
-// before the insert or the value after it: remnants of old runs beyond the
-// new run are linked first, then the new run, then old runs it covers are
-// unlinked, and last the old run it starts inside is clipped. Readers load
-// a node's entry when they arrive on it, before reading its next pointers,
-// so an entry they hold is never newer than the links they follow from it.
+// after every step, for every position covered before, the last node at or
+// before it covers it (TestMemPatchSteps checks this after every step):
+// remnants of old runs beyond the new run are linked first, then the new
+// run (or the entry of a node at its start is replaced), then old runs it
+// covers are unlinked, and last the old run it starts inside is clipped.
+// A reader sees one consistent instant of that sequence for the node it
+// returns: it loads the node's entry on arrival, before reading the node's
+// next pointers, and checks afterwards that the entry did not change (an
+// unlinked node's entry never changes). seekLE's comment has the case this
+// check exists for; TestMemPatchConcurrentReaders exercises it.
 
 const (
 	maxHeight = 12 // 4^12 nodes before the top level fills
@@ -194,24 +198,37 @@ func (m *memPatch) findPrevLocked(probe []uint64) *memNode {
 	return m.prev[0].next[0].Load()
 }
 
-// seekLE returns the last node with key ≤ probe and the entry loaded when
-// the search arrived on it; nil if there is none. Lock-free.
+// seekLE returns the last node with key ≤ probe and its entry; nil if
+// there is none. Lock-free.
+//
+// The entry is loaded when the search arrives on the node, before any of
+// its next pointers are read, and checked again after the last one: if it
+// changed in between, the search starts over. A stable entry was the
+// node's entry all the while the links were read, so what is returned is a
+// state the list really was in at some instant (see the type comment): an
+// entry replaced by a longer run, read before the replacement, together
+// with the links after the insert unlinked what the longer run covers,
+// would otherwise cover neither the old nor the new extent.
 func (m *memPatch) seekLE(probe []uint64) (*memNode, *memEntry) {
-	x := &m.head
-	var xe *memEntry
-	for l := int(m.height.Load()) - 1; l >= 0; l-- {
-		for {
-			nx := x.next[l].Load()
-			if nx == nil || m.cmp(nx.key, probe) > 0 {
-				break
+	for {
+		x := &m.head
+		var xe *memEntry
+		for l := int(m.height.Load()) - 1; l >= 0; l-- {
+			for {
+				nx := x.next[l].Load()
+				if nx == nil || m.cmp(nx.key, probe) > 0 {
+					break
+				}
+				x, xe = nx, nx.ent.Load()
 			}
-			x, xe = nx, nx.ent.Load()
+		}
+		if x == &m.head {
+			return nil, nil
+		}
+		if x.ent.Load() == xe {
+			return x, xe
 		}
 	}
-	if x == &m.head {
-		return nil, nil
-	}
-	return x, xe
 }
 
 // seekGE returns the first node with key ≥ probe and its entry; nil at the
@@ -271,6 +288,7 @@ func (m *memPatch) linkLocked(key []uint64, e *memEntry) *memNode {
 	}
 	for l := 0; l < h; l++ { // bottom-up: readers see it at level 0 first
 		m.prev[l].next[l].Store(n)
+		memStep(m, "link")
 	}
 	m.tuples.Add(1)
 	return n
@@ -282,6 +300,7 @@ func (m *memPatch) unlinkLocked(n *memNode) {
 	for l := len(n.next) - 1; l >= 0; l-- {
 		if m.prev[l].next[l].Load() == n {
 			m.prev[l].next[l].Store(n.next[l].Load())
+			memStep(m, "unlink")
 		}
 	}
 }
@@ -393,6 +412,7 @@ func (m *memPatch) overlayLocked(t []uint64, seq uint64) {
 	ent := m.newEntryLocked(seq, t[k:])
 	if len(inner) > 0 && m.nodeStart(inner[0]) == a {
 		inner[0].ent.Store(ent)
+		memStep(m, "replace")
 		m.tuples.Add(1)
 		inner = inner[1:]
 	} else {
@@ -409,6 +429,7 @@ func (m *memPatch) overlayLocked(t []uint64, seq uint64) {
 		ce := m.newEntryLocked(le.seq, le.vals)
 		ce.vals[sh.lenF-k] = a - m.nodeStart(l)
 		l.ent.Store(ce)
+		memStep(m, "clip")
 	}
 }
 
@@ -420,6 +441,16 @@ func (m *memPatch) linkRemnantLocked(n *memNode, e *memEntry, p uint64) {
 	m.innerKey = sh.clip(full, full, p, m.nodeEnd(n, e))
 	m.findPrevLocked(m.innerKey[:k])
 	m.linkLocked(m.innerKey[:k], m.newEntryLocked(e.seq, m.innerKey[k:]))
+}
+
+// memStepHook, when set (tests only), is called after every step an insert
+// publishes to readers.
+var memStepHook func(m *memPatch, step string)
+
+func memStep(m *memPatch, step string) {
+	if memStepHook != nil {
+		memStepHook(m, step)
+	}
 }
 
 // ---- iteration ----
@@ -463,6 +494,13 @@ func (it *memIter) fill() bool {
 
 func (it *memIter) advance() {
 	nx := it.n.next[0].Load()
+	if e := it.n.ent.Load(); e != it.e {
+		// The current run changed while its link was read (see seekLE):
+		// read it again with the links that go with its new extent; fill
+		// clips away what was already returned.
+		it.e = e
+		return
+	}
 	it.n, it.e = nx, nil
 	if nx != nil {
 		it.e = nx.ent.Load()

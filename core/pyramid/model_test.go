@@ -2,7 +2,6 @@ package pyramid_test
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -12,7 +11,8 @@ import (
 	"github.com/shalestore/shale/core/pyramid"
 )
 
-var long = flag.Bool("long", false, "run long model and crash tests")
+// long is -long: run long model, crash and concurrency tests.
+var long = pyramid.LongTests
 
 // model is the plain in-memory truth the pyramid is checked against: the
 // block map per sector, the segment table per key, and what was elided.

@@ -284,28 +284,24 @@ type patch struct {
 	// elideChecked is the elide sequence number at which Compact last
 	// found the patch not worth rewriting for elision.
 	elideChecked atomic.Uint64
+	// origin says how this process got the patch ("manifest", "flush",
+	// "merge"), for diagnostics.
+	origin string
 }
 
 // getLE finds the last tuple ≤ probe: its leaf page and index, or a nil
 // page when every tuple is greater. It allocates nothing once the pages
 // are cached.
 func (pt *patch) getLE(ctx context.Context, probe []uint64) (*page.Page, int, error) {
-	k := pt.rel.sh.k
-	addr := pt.info.Root
-	for level := pt.info.Levels; level >= 0; level-- {
-		var p *page.Page
-		if level == pt.info.Levels {
-			p = pt.root.Load()
+	p := pt.root.Load()
+	if p == nil {
+		var err error
+		if p, err = pt.getPage(ctx, pt.info.Root, pt.info.Levels); err != nil {
+			return nil, 0, err
 		}
-		if p == nil {
-			var err error
-			if p, err = pt.getPage(ctx, addr, level); err != nil {
-				return nil, 0, err
-			}
-			if level == pt.info.Levels {
-				pt.root.Store(p)
-			}
-		}
+		pt.root.Store(p)
+	}
+	for level := pt.info.Levels; ; level-- {
 		i := p.SearchGT(probe) - 1
 		if i < 0 {
 			return nil, 0, nil
@@ -313,9 +309,11 @@ func (pt *patch) getLE(ctx context.Context, probe []uint64) (*page.Page, int, er
 		if level == 0 {
 			return p, i, nil
 		}
-		addr = childAddr(p, i, k)
+		var err error
+		if p, err = pt.child(ctx, p, i, level-1); err != nil {
+			return nil, 0, err
+		}
 	}
-	return nil, 0, nil
 }
 
 func (pt *patch) tag(level int) uint64 {
@@ -330,6 +328,26 @@ func (pt *patch) getPage(ctx context.Context, addr Addr, level int) (*page.Page,
 		nf = sh.k + 2
 	}
 	return pt.rel.db.cache.get(ctx, addr, pt.tag(level), nf, sh.k)
+}
+
+// child reads the page that entry i of index page parent points to, at
+// the given level, and checks it is that page: its first key must be the
+// entry's key. A store that hands back another page of the same patch
+// (same tag, valid checksum) is caught here, as ErrCorrupt, instead of
+// silently steering a search or a merge wrong.
+func (pt *patch) child(ctx context.Context, parent *page.Page, i, level int) (*page.Page, error) {
+	k := pt.rel.sh.k
+	a := childAddr(parent, i, k)
+	c, err := pt.getPage(ctx, a, level)
+	if err != nil {
+		return nil, err
+	}
+	for f := 0; f < k; f++ {
+		if c.Len() == 0 || c.Value(0, f) != parent.Value(i, f) {
+			return nil, fmt.Errorf("page %s: %w: level %d page does not start with its index key", a, ErrCorrupt, level)
+		}
+	}
+	return c, nil
 }
 
 func childAddr(p *page.Page, i, k int) Addr {
@@ -382,13 +400,11 @@ func (it *patchIter) fail(err error) bool {
 // page at a level (leaf at level 0) and returns -1 for "before the page".
 func (it *patchIter) descend(pick func(p *page.Page, level int) int) bool {
 	it.stack = it.stack[:0]
-	k := it.pt.rel.sh.k
-	addr := it.pt.info.Root
-	for level := it.pt.info.Levels; level >= 0; level-- {
-		p, err := it.pt.getPage(it.ctx, addr, level)
-		if err != nil {
-			return it.fail(err)
-		}
+	p, err := it.pt.getPage(it.ctx, it.pt.info.Root, it.pt.info.Levels)
+	if err != nil {
+		return it.fail(err)
+	}
+	for level := it.pt.info.Levels; ; level-- {
 		i := pick(p, level)
 		if i < 0 {
 			i = 0
@@ -397,11 +413,13 @@ func (it *patchIter) descend(pick func(p *page.Page, level int) int) bool {
 			}
 		}
 		it.stack = append(it.stack, frame{p: p, i: i})
-		if level > 0 {
-			addr = childAddr(p, i, k)
+		if level == 0 {
+			return true
+		}
+		if p, err = it.pt.child(it.ctx, p, i, level-1); err != nil {
+			return it.fail(err)
 		}
 	}
-	return true
 }
 
 func (it *patchIter) load() bool {
@@ -471,10 +489,9 @@ func (it *patchIter) next() bool {
 		it.valid = false
 		return false
 	}
-	k := it.pt.rel.sh.k
 	for ; j < len(it.stack)-1; j++ {
 		level := len(it.stack) - 2 - j // level of the child
-		p, err := it.pt.getPage(it.ctx, childAddr(it.stack[j].p, it.stack[j].i, k), level)
+		p, err := it.pt.child(it.ctx, it.stack[j].p, it.stack[j].i, level)
 		if err != nil {
 			return it.fail(err)
 		}

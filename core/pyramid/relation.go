@@ -76,7 +76,7 @@ func (r *Relation) load(ctx context.Context) error {
 	}
 	v := &version{mems: r.cur.Load().mems}
 	for _, pi := range m.patches {
-		v.patches = append(v.patches, &patch{info: pi, rel: r})
+		v.patches = append(v.patches, &patch{info: pi, rel: r, origin: "manifest"})
 	}
 	r.cur.Store(v)
 	r.through = m.through
@@ -279,7 +279,7 @@ func (r *Relation) flushMemLocked(ctx context.Context, m *memPatch) error {
 	}
 	info.ElidedThrough = elideThrough
 	db.crash(CrashFlushPagesDurable)
-	pt := &patch{info: info, rel: r}
+	pt := &patch{info: info, rel: r, origin: "flush"}
 	patches := append([]*patch{pt}, r.cur.Load().patches...)
 	if err := db.opts.Roots.SetRoot(ctx, r.root, r.manifest(patches, hi).encode()); err != nil {
 		return fmt.Errorf("relation %s: flush: set root: %w", r.schema.Name, err)
@@ -429,7 +429,7 @@ func (r *Relation) Flatten(ctx context.Context, m *Merged) error {
 	}
 	patches := append([]*patch(nil), v.patches[:at]...)
 	if !m.Empty {
-		patches = append(patches, &patch{info: m.Output, rel: r})
+		patches = append(patches, &patch{info: m.Output, rel: r, origin: "merge"})
 	}
 	patches = append(patches, v.patches[at+len(m.Inputs):]...)
 	db.crash(CrashFlattenBeforeRoot)

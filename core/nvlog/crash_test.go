@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,11 @@ import (
 )
 
 var long = flag.Bool("long", false, "run the long crash and model soaks")
+
+func TestMain(m *testing.M) {
+	slog.SetDefault(quiet) // backends log through the default logger
+	os.Exit(m.Run())
+}
 
 // crashable is a device that can lose power.
 type crashable interface {
@@ -98,6 +105,8 @@ func (h *history) verify(t testing.TB, dev backend.Device, opts Options) *Log {
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
+	t.Logf("recovered: trim %d, %d entries replayed up to seq %d, %d acknowledged up to %d, %d/%d bytes in use",
+		trim, len(seen), maxSeen, len(h.acked), h.maxAck, l.Stats().BytesInUse, l.Stats().RegionBytes)
 	for seq := range h.acked {
 		if seq > trim && !seen[seq] {
 			t.Fatalf("acknowledged seq %d missing (trim %d, replayed up to %d)", seq, trim, maxSeen)
@@ -263,20 +272,24 @@ func (w workload) run(l *Log, h *history, seed uint64, stop <-chan struct{}) {
 	<-trimmerDone
 }
 
-// crashAt opens the formatted log on dev, runs w on it and cuts power the
-// k-th time the log reaches point (or stops after maxRun). It returns the
-// device after the cut, or nil if the point was not reached.
-func crashAt(t testing.TB, dev crashable, opts Options, w workload, point string, k int, seed uint64, h *history, maxRun time.Duration) crashable {
+// crashAt opens the formatted log on dev, runs w on it and, once warmup
+// batches are durable, cuts power the k-th time the log reaches point (or
+// stops after maxRun). It returns the device after the cut, or nil if the
+// point was not reached.
+func crashAt(t testing.TB, dev crashable, opts Options, w workload, point string, warmup, k int, seed uint64, h *history, maxRun time.Duration) crashable {
 	t.Helper()
 	var after crashable
-	var hits atomic.Int64
+	var hits, batches atomic.Int64
 	stop := make(chan struct{})
 	var once sync.Once
 	o := opts
 	var rngMu sync.Mutex
 	rng := rand.New(rand.NewPCG(seed, 5))
 	o.CrashHook = func(p string) {
-		if p != point || hits.Add(1) != int64(k) {
+		if p == CrashBatchSynced {
+			batches.Add(1)
+		}
+		if p != point || batches.Load() < int64(warmup) || hits.Add(1) != int64(k) {
 			// Pause now and then, so that the cut lands in windows other
 			// goroutines open (a trim's superblock written but not synced
 			// while a batch is written, ...).
@@ -341,7 +354,7 @@ func TestCrashPoints(t *testing.T) {
 				if err := Format(context.Background(), dev, crashOpts()); err != nil {
 					t.Fatal(err)
 				}
-				after := crashAt(t, dev, crashOpts(), w, point, k, seed, h, 5*time.Second)
+				after := crashAt(t, dev, crashOpts(), w, point, rng.IntN(400), k, seed, h, 5*time.Second)
 				if after == nil {
 					t.Fatalf("seed %d: point %s not reached %d times", seed, point, k)
 				}
@@ -367,19 +380,124 @@ func TestCrashRandom(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 2))
 		w := randomWorkload(rng, 16, 20<<10)
 		h := newHistory()
+		o := crashOpts()
+		if rng.IntN(4) == 0 {
+			o.MaxDelay = time.Duration(1+rng.IntN(200)) * time.Microsecond
+		}
 		var dev crashable = newCrashDev(t, crashDevBytes, seed)
-		if err := Format(context.Background(), dev, crashOpts()); err != nil {
+		if err := Format(context.Background(), dev, o); err != nil {
 			t.Fatal(err)
 		}
 		for round := range 2 {
 			point := points[rng.IntN(len(points))]
-			after := crashAt(t, dev, crashOpts(), w, point, 1+rng.IntN(40), seed+uint64(round)<<32, h, 200*time.Millisecond)
+			after := crashAt(t, dev, o, w, point, rng.IntN(600), 1+rng.IntN(20), seed+uint64(round)<<32, h, time.Second)
 			if after == nil {
 				after = dev // not reached: a clean shutdown, checked the same way
 			}
-			l := h.verify(t, after, crashOpts())
+			l := h.verify(t, after, o)
 			l.Close()
 			dev = after
 		}
+	}
+}
+
+// TestCrashFormat cuts power after Format's first superblock copy is
+// durable, over a device that holds an old log: Open must find the new,
+// empty log, never the old one and never nothing.
+func TestCrashFormat(t *testing.T) {
+	ctx := context.Background()
+	for seed := range uint64(8) {
+		dev := newCrashDev(t, crashDevBytes, seed)
+		old := crashOpts()
+		if err := Format(ctx, dev, old); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(ctx, dev, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10 + int(seed)*7 {
+			if _, err := l.Commit(ctx, payload(uint64(i), 500)); err != nil {
+				t.Fatal(err)
+			}
+			if i%4 == 3 {
+				if err := l.Trim(ctx, l.DurableSeq()-1); err != nil { // several superblock generations
+					t.Fatal(err)
+				}
+			}
+		}
+		l.Close()
+		var after crashable
+		o := crashOpts()
+		o.UUID[15] ^= 0xff // another array takes the device over
+		o.Force = true
+		o.FirstSeq = 500
+		o.CrashHook = func(p string) {
+			if p == CrashFormatFirstCopy && after == nil {
+				after = dev.cut(t)
+			}
+		}
+		if err := Format(ctx, dev, o); err == nil {
+			t.Fatal("format survived the power cut")
+		}
+		if after == nil {
+			t.Fatal("crash point not reached")
+		}
+		if _, err := Open(ctx, after, old); !errors.Is(err, ErrIdentity) {
+			t.Fatalf("seed %d: open as the old array: %v, want ErrIdentity", seed, err)
+		}
+		o.CrashHook = nil
+		l, err = Open(ctx, after, o)
+		if err != nil {
+			t.Fatalf("seed %d: open the new log: %v", seed, err)
+		}
+		if got := replayAll(t, l); len(got) != 0 {
+			t.Fatalf("seed %d: new log replays %d entries", seed, len(got))
+		}
+		if seq, err := l.Commit(ctx, payload(1, 10)); err != nil || seq != 500 {
+			t.Fatalf("seed %d: first commit: seq %d err %v", seed, seq, err)
+		}
+		l.Close()
+	}
+}
+
+// TestCrashOpen cuts power during recovery itself (after Open cleared the
+// tail, before its sync), following a first cut in mid-workload.
+func TestCrashOpen(t *testing.T) {
+	seeds := 6
+	if *long {
+		seeds = 200
+	}
+	points := slices.DeleteFunc(slices.Clone(CrashPoints), func(p string) bool {
+		return p == CrashFormatFirstCopy || p == CrashOpenTailCleared
+	})
+	for s := range seeds {
+		seed := uint64(s) + 5000
+		rng := rand.New(rand.NewPCG(seed, 4))
+		h := newHistory()
+		dev := newCrashDev(t, crashDevBytes, seed)
+		if err := Format(context.Background(), dev, crashOpts()); err != nil {
+			t.Fatal(err)
+		}
+		point := points[rng.IntN(len(points))]
+		after := crashAt(t, dev, crashOpts(), randomWorkload(rng, 8, 12<<10), point, rng.IntN(300), 1+rng.IntN(5), seed, h, time.Second)
+		if after == nil {
+			after = dev
+		}
+		var again crashable
+		o := crashOpts()
+		o.CrashHook = func(p string) {
+			if p == CrashOpenTailCleared {
+				again = after.cut(t)
+			}
+		}
+		if _, err := Open(context.Background(), after, o); err == nil {
+			t.Fatal("open survived the power cut")
+		}
+		if again == nil {
+			t.Fatal("crash point not reached")
+		}
+		l := h.verify(t, again, crashOpts())
+		l.Close()
 	}
 }

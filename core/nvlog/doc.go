@@ -20,7 +20,8 @@
 //	| copy 0   | copy 1   | each batch starts at a multiple of blk     |
 //	+----------+----------+-------------------------------------------+
 //
-// # Superblock (one copy; bytes 128..4095 of its slot are zero)
+// # Superblock (one copy; bytes 128..4095 of its slot are written as zero
+// and ignored when read, room for later versions)
 //
 //	off  size  field
 //	  0     4  magic      0x53564e53 ("SNVS", little-endian, as all integers)
@@ -81,8 +82,10 @@
 // skipped). The next batch is expected right after the accepted one, with
 // firstSeq + count. The first position with no acceptable batch ends the
 // log. A batch from an earlier lap has a smaller seq than expected; one from
-// an earlier log has another log ID; a torn one fails its crc. The walk reads
-// at most the region once.
+// an earlier log has another log ID; a torn one fails its crc or, on NAND
+// whose program was cut, reads back as unreadable (backend.ErrCorrupt),
+// which counts the same; so does an unreadable superblock copy. The walk
+// reads at most the region once.
 //
 // This is sound because of the writer's invariant: a batch is written only
 // after the previous one is synced, so only the newest batch can be torn,
@@ -94,6 +97,18 @@
 // batch's sync; it then survives any crash until trimmed. An entry whose
 // committer saw an error or no answer may or may not be replayed, but only
 // whole, and seqs always come back in order with no gaps.
+//
+// # Group commit
+//
+// Committers copy their entry into the open batch (reserving room and a seq
+// under the lock, copying outside it) and wait. A single writer goroutine
+// seals the open batch as soon as the previous batch's sync has returned
+// (or, with Options.MaxDelay, once the batch is that old or full), writes it
+// with one WriteAt, syncs once, and hands the acknowledgements to a
+// completion goroutine, which tells committers in seq order. Two batch
+// buffers take turns; when the open one is full, committers queue FIFO for
+// the next. When the region has no room for the sealed batch the writer
+// waits for Trim, and the queue pushes back on committers.
 //
 // # Failure
 //

@@ -13,9 +13,9 @@ import (
 )
 
 // Log is an open NVRAM commit log. All methods are safe for concurrent use.
-//
-// Lock order: sbMu before mu. Only the writer goroutine waits on cond.
 type Log struct {
+	// Lock order: sbMu before mu. Only the writer goroutine waits on cond.
+
 	dev    backend.Device
 	opts   Options
 	logger *slog.Logger
@@ -131,14 +131,14 @@ func Format(ctx context.Context, dev backend.Device, opts Options) error {
 		return err
 	}
 	slots := backend.AlignedBuffer(2 * superSlotBytes)
-	if err := dev.ReadAt(ctx, slots, 0); err != nil {
-		return fmt.Errorf("nvlog: format: read superblocks: %w", err)
+	supers, _, err := readSupers(ctx, dev, slots)
+	if err != nil {
+		return fmt.Errorf("nvlog: format: %w", err)
 	}
 	var maxGen uint64
 	first := 0 // write first the slot that does not hold the newest old copy
-	for i := range 2 {
-		sb, err := decodeSuper(slots[i*superSlotBytes:])
-		if err != nil {
+	for i, sb := range supers {
+		if sb == nil {
 			continue
 		}
 		if !o.Force {
@@ -179,6 +179,30 @@ func Format(ctx context.Context, dev backend.Device, opts Options) error {
 	o.Logger.Info("nvlog: formatted", "array", fmt.Sprintf("%x", o.UUID), "log", fmt.Sprintf("%x", sb.logID),
 		"region_bytes", regionLen, "block_bytes", blk, "first_seq", o.FirstSeq)
 	return nil
+}
+
+// readSupers reads and decodes both superblock slots into buf (two slots
+// long). A copy that does not decode, or whose slot the device reports
+// unreadable (backend.ErrCorrupt, as a torn write may leave it), is nil with
+// the reason in errs; only other device errors are returned.
+func readSupers(ctx context.Context, dev backend.Device, buf []byte) (supers [2]*superblock, errs [2]error, err error) {
+	for i := range 2 {
+		b := buf[i*superSlotBytes : (i+1)*superSlotBytes]
+		if err := dev.ReadAt(ctx, b, int64(i)*superSlotBytes); err != nil {
+			if !errors.Is(err, backend.ErrCorrupt) {
+				return supers, errs, fmt.Errorf("read superblock %d: %w", i, err)
+			}
+			errs[i] = err
+			continue
+		}
+		sb, err := decodeSuper(b)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		supers[i] = &sb
+	}
+	return supers, errs, nil
 }
 
 // geometry checks that dev can hold a log and returns its block size and
@@ -222,20 +246,15 @@ func Open(ctx context.Context, dev backend.Device, opts Options) (*Log, error) {
 	}
 	t0 := time.Now()
 	slots := backend.AlignedBuffer(2 * superSlotBytes)
-	if err := dev.ReadAt(ctx, slots, 0); err != nil {
-		return nil, fmt.Errorf("nvlog: open: read superblocks: %w", err)
+	supers, errs, err := readSupers(ctx, dev, slots)
+	if err != nil {
+		return nil, fmt.Errorf("nvlog: open: %w", err)
 	}
 	var sb superblock
 	slot := -1
-	var errs [2]error
-	for i := range 2 {
-		s, err := decodeSuper(slots[i*superSlotBytes:])
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		if slot < 0 || s.gen > sb.gen {
-			sb, slot = s, i
+	for i, s := range supers {
+		if s != nil && (slot < 0 || s.gen > sb.gen) {
+			sb, slot = *s, i
 		}
 	}
 	if slot < 0 {
@@ -559,6 +578,7 @@ func (l *Log) join(ctx context.Context, w *waiter, need int) (*batch, int, uint6
 	w.need = need
 	l.queue.push(w)
 	l.stats.joinWaits.Add(1)
+	l.cond.Signal() // a writer holding the batch back for MaxDelay: it is full now
 	l.mu.Unlock()
 	select {
 	case <-w.ready:
@@ -611,7 +631,7 @@ func (l *Log) putWaiter(w *waiter) {
 // log is full Commit waits for Trim. If ctx ends first, Commit returns
 // ctx's error; if the entry had already joined a batch (seq ≠ 0) it may
 // still become durable.
-func (l *Log) Commit(ctx context.Context, entry []byte) (uint64, error) {
+func (l *Log) Commit(ctx context.Context, entry []byte) (seq uint64, err error) {
 	need, err := l.entryBytes(len(entry))
 	if err != nil {
 		return 0, err
@@ -648,7 +668,8 @@ func (l *Log) Commit(ctx context.Context, entry []byte) (uint64, error) {
 //
 // CommitAsync blocks only while the open batch is full (both batch buffers
 // busy, or the log full and waiting for Trim): that is the log pushing back
-// on the pipeline.
+// on the pipeline. So it must not be called from the goroutine that is
+// responsible for calling Trim.
 func (l *Log) CommitAsync(entry []byte, done func(seq uint64, err error)) {
 	need, err := l.entryBytes(len(entry))
 	if err != nil {
@@ -924,7 +945,11 @@ func (l *Log) Trim(ctx context.Context, upTo uint64) error {
 		l.mu.Unlock()
 		return err
 	}
-	if upTo <= l.trimSeq {
+	// A trim at or below the trim point does nothing, unless whole batches
+	// lie at or below it (a superblock written by another implementation,
+	// or damaged in a way that still checks): then they are released.
+	upTo = max(upTo, l.trimSeq)
+	if upTo == l.trimSeq && (l.locs.len() == 0 || l.locs.front().last() > upTo) {
 		l.mu.Unlock()
 		return nil
 	}
@@ -1024,9 +1049,11 @@ func (l *Log) Replay(ctx context.Context, fn func(seq uint64, entry []byte) erro
 // Close stops the log. Entries that already joined a batch are written
 // (unless the log is full, then they fail with ErrClosed); committers
 // waiting for room fail with ErrClosed, and so does every later call.
-// Close waits for the writer and for every acknowledgement to be delivered.
-// It does not close the device. It returns the error that stopped the log,
-// if one did.
+// Close waits for the writer, for every acknowledgement to be delivered and
+// for a Trim or Replay under way, so the caller may close the device when
+// it returns (Close does not). It must not be called from a Replay
+// callback or a CommitAsync done function. It returns the error that
+// stopped the log, if one did.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -1040,6 +1067,10 @@ func (l *Log) Close() error {
 	<-l.writerDone
 	<-l.completerDone
 	l.timer.Stop()
+	// Wait for a Trim or Replay under way: the caller may close the device
+	// once Close returns. Later ones see closed and do nothing.
+	l.sbMu.Lock()
+	l.sbMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.err
@@ -1061,7 +1092,8 @@ func (l *Log) Stats() Stats {
 		s.MeanBatchEntries = float64(s.Commits) / float64(s.Batches)
 		s.MeanBatchBytes = float64(s.DeviceBytes) / float64(s.Batches)
 	}
-	q := l.stats.lat.quantiles(0.5, 0.99, 0.999)
+	var q [3]time.Duration
+	l.stats.lat.quantiles([]float64{0.5, 0.99, 0.999}, q[:])
 	s.LatencyP50, s.LatencyP99, s.LatencyP999 = q[0], q[1], q[2]
 	s.LatencyMax = time.Duration(l.stats.lat.max.Load())
 	l.mu.Lock()

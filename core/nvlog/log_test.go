@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -371,5 +372,204 @@ func TestFullLogWaitsForTrim(t *testing.T) {
 	}
 	if seq := <-done; seq <= last+1 {
 		t.Fatalf("seq %d after trim, want > %d", seq, last+1)
+	}
+}
+
+// TestMaxDelayGroups: with MaxDelay, entries issued one after another
+// within the delay share a batch, and a lone entry waits about the delay.
+func TestMaxDelayGroups(t *testing.T) {
+	ctx := context.Background()
+	dev := newMemDev(1<<20, 512)
+	o := testOpts()
+	o.MaxDelay = 30 * time.Millisecond
+	l := mustFormatOpen(t, dev, o)
+	defer l.Close()
+	t0 := time.Now()
+	if _, err := l.Commit(ctx, payload(1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < o.MaxDelay {
+		t.Fatalf("lone commit took %v, less than MaxDelay %v", d, o.MaxDelay)
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		l.CommitAsync(payload(uint64(i), 100), func(_ uint64, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if s := l.Stats(); s.Batches > 3 || s.Commits != 21 {
+		t.Fatalf("%d commits in %d batches; want the 20 grouped", s.Commits, s.Batches)
+	}
+	// A batch that fills up does not wait.
+	o.MaxDelay = time.Hour
+	o.MaxBatchBytes = MinMaxBatchBytes
+	l2 := mustFormatOpen(t, newMemDev(1<<20, 512), o)
+	defer l2.Close()
+	for i := range 10 {
+		wg.Add(1)
+		l2.CommitAsync(payload(uint64(i), 1000), func(_ uint64, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("the last, unfilled batch did not wait for MaxDelay")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if s := l2.Stats(); s.Commits < 8 {
+		t.Fatalf("full batches waited: %d commits", s.Commits)
+	}
+	l2.Close() // Close writes the waiting batch
+	<-done
+}
+
+// TestCommitAsyncCopiesAndCloseFlushes: the caller may reuse its buffer as
+// soon as CommitAsync returns; Close writes every entry that joined a
+// batch and delivers every acknowledgement before it returns.
+func TestCommitAsyncCopiesAndCloseFlushes(t *testing.T) {
+	ctx := context.Background()
+	dev := newMemDev(1<<20, 512)
+	l := mustFormatOpen(t, dev, testOpts())
+	buf := make([]byte, 300)
+	var acked atomic.Int64
+	for i := range 200 {
+		copy(buf, payload(uint64(i), 300))
+		l.CommitAsync(buf, func(_ uint64, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			acked.Add(1)
+		})
+		clear(buf) // reuse at once
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := acked.Load(); n != 200 {
+		t.Fatalf("%d of 200 acknowledged when Close returned", n)
+	}
+	if _, err := l.Commit(ctx, buf); !errors.Is(err, ErrClosed) {
+		t.Fatalf("commit after close: %v", err)
+	}
+	l, err := Open(ctx, dev, testOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := replayAll(t, l)
+	if len(got) != 200 {
+		t.Fatalf("replayed %d", len(got))
+	}
+	for i, r := range got {
+		if !bytes.Equal(r.entry, payload(uint64(i), 300)) {
+			t.Fatalf("entry %d changed after CommitAsync returned", i)
+		}
+	}
+}
+
+// TestCommitCancelWhileQueued: a committer waiting for room gives up with
+// its context and takes no seq.
+func TestCommitCancelWhileQueued(t *testing.T) {
+	ctx := context.Background()
+	o := testOpts()
+	o.MaxBatchBytes = MinMaxBatchBytes
+	l := mustFormatOpen(t, newMemDev(regionOff+32<<10, 512), o)
+	defer l.Close()
+	// Fill the log (one 3000-byte entry per batch), so that the writer
+	// waits for a trim holding the last batch.
+	for {
+		done := make(chan struct{})
+		l.CommitAsync(payload(1, 3000), func(uint64, error) { close(done) })
+		select {
+		case <-done:
+			continue
+		case <-time.After(20 * time.Millisecond):
+		}
+		if l.Stats().WaitingForTrim {
+			break
+		}
+		<-done
+	}
+	// Fill the open batch and queue one more committer behind it.
+	filled := make(chan struct{})
+	go func() {
+		l.CommitAsync(payload(2, 3000), func(uint64, error) {})
+		l.CommitAsync(payload(3, 3000), func(uint64, error) {})
+		close(filled)
+	}()
+	for l.Stats().JoinWaits == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	seq, err := l.Commit(c, payload(4, 3000))
+	if !errors.Is(err, context.DeadlineExceeded) || seq != 0 {
+		t.Fatalf("queued commit: seq %d err %v, want seq 0 and the deadline", seq, err)
+	}
+	if l.Stats().JoinWaits != 2 {
+		t.Fatalf("%d committers queued, want 2", l.Stats().JoinWaits)
+	}
+	next := l.Stats().NextSeq
+	if err := l.Trim(ctx, l.DurableSeq()); err != nil {
+		t.Fatal(err)
+	}
+	<-filled
+	// The cancelled committer took no seq: entry 3 got the next one.
+	if got := l.Stats().NextSeq; got != next+1 {
+		t.Fatalf("next seq %d after the queued entry, want %d", got, next+1)
+	}
+}
+
+// TestCloseWaitsForTrim: a Trim under way finishes its superblock write
+// before Close returns (the caller may close the device right after).
+func TestCloseWaitsForTrim(t *testing.T) {
+	ctx := context.Background()
+	dev := newMemDev(256<<10, 512)
+	inTrim, release := make(chan struct{}), make(chan struct{})
+	o := testOpts()
+	o.CrashHook = func(p string) {
+		if p == CrashSuperblockWritten {
+			close(inTrim)
+			<-release
+		}
+	}
+	if err := Format(ctx, dev, testOpts()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(ctx, dev, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := l.Commit(ctx, payload(1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trimmed := make(chan error, 1)
+	go func() { trimmed <- l.Trim(ctx, seq) }()
+	<-inTrim
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a Trim was writing the superblock")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-closed
+	if err := <-trimmed; err != nil {
+		t.Fatalf("trim: %v", err)
+	}
+	if err := l.Trim(ctx, seq); !errors.Is(err, ErrClosed) {
+		t.Fatalf("trim after close: %v", err)
 	}
 }

@@ -88,19 +88,21 @@ func (h *histogram) record(ns int64) {
 	}
 }
 
-// quantiles returns the values at the given quantiles (0..1), in order.
-func (h *histogram) quantiles(qs ...float64) []time.Duration {
+// quantiles fills out[i] with the value at quantile qs[i] (0..1), from
+// one snapshot of the buckets. It allocates nothing, so Stats may be
+// polled often.
+func (h *histogram) quantiles(qs []float64, out []time.Duration) {
 	var counts [histBuckets]uint64
 	var total uint64
 	for i := range counts {
 		counts[i] = h.buckets[i].Load()
 		total += counts[i]
 	}
-	out := make([]time.Duration, len(qs))
-	if total == 0 {
-		return out
-	}
 	for j, q := range qs {
+		out[j] = 0
+		if total == 0 {
+			continue
+		}
 		rank := uint64(q*float64(total-1)) + 1
 		var seen uint64
 		for i, c := range counts {
@@ -115,7 +117,6 @@ func (h *histogram) quantiles(qs ...float64) []time.Duration {
 			}
 		}
 	}
-	return out
 }
 
 // epoch anchors mono: time.Since on a time with a monotonic reading

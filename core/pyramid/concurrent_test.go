@@ -26,7 +26,6 @@ func TestConcurrent(t *testing.T) { testConcurrent(t, kitDev) }
 // TestConcurrentStore is TestConcurrent on core/store and core/nvlog.
 func TestConcurrentStore(t *testing.T) { testConcurrent(t, kitStore) }
 
-
 func testConcurrent(t *testing.T, kit string) {
 	const writers, sectors = 4, 256
 	dur := 2 * time.Second

@@ -1,0 +1,5 @@
+//go:build !race
+
+package nvlog
+
+const raceEnabled = false

@@ -572,7 +572,11 @@ func (w *Writer) flush(s *segio) error {
 	)
 	for i, m := range s.lay.Members {
 		if w.d.Failed(m.Drive) {
+			// Under mu: write goroutines started earlier in this loop
+			// may be appending too.
+			mu.Lock()
 			bad = append(bad, m.Drive)
+			mu.Unlock()
 			continue
 		}
 		sem <- struct{}{}

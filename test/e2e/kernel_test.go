@@ -23,17 +23,28 @@ const (
 )
 
 // vmclientDir finds vmclient: $SHALE_VMCLIENT_DIR, else ../shared/vmclient
-// beside the repository (where CI checks it out).
+// beside the repository, else /work/shared/vmclient.
 func vmclientDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("SHALE_VMCLIENT_DIR")
-	if dir == "" {
-		dir = filepath.Join(repoRoot(t), "..", "shared", "vmclient")
+	if dir := os.Getenv("SHALE_VMCLIENT_DIR"); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "run.sh")); err != nil {
+			t.Fatalf("SHALE_VMCLIENT_DIR: %v", err)
+		}
+		return dir
 	}
-	if _, err := os.Stat(filepath.Join(dir, "run.sh")); err != nil {
-		t.Fatalf("vmclient not found (%v); check out the shared tools beside the repository or set SHALE_VMCLIENT_DIR=/path/to/vmclient", err)
+	// Beside the repository, or beside the checkout it was cloned from
+	// (CI may check main out elsewhere).
+	candidates := []string{
+		filepath.Join(repoRoot(t), "..", "shared", "vmclient"),
+		"/work/shared/vmclient",
 	}
-	return dir
+	for _, dir := range candidates {
+		if _, err := os.Stat(filepath.Join(dir, "run.sh")); err == nil {
+			return dir
+		}
+	}
+	t.Fatalf("vmclient not found in %v; check out the shared tools beside the repository or set SHALE_VMCLIENT_DIR=/path/to/vmclient", candidates)
+	return ""
 }
 
 var vmResultRE = regexp.MustCompile(`(?m)^VMCLIENT (RESULT|DONE|SUMMARY) .*$`)

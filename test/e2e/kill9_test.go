@@ -19,15 +19,15 @@ import (
 	"time"
 )
 
-var crashIterations = flag.Int("crash.iterations", 50, "TestCrashKill9: how many times the server is killed")
+var kill9Iterations = flag.Int("kill9.iterations", 50, "TestKill9: how many times the server is killed")
 
-// crashVolumeBytes is the size of the volume TestCrashKill9 writes; every
+// kill9VolumeBytes is the size of the volume TestKill9 writes; every
 // iteration reads all of it back.
-const crashVolumeBytes = 32 << 20
+const kill9VolumeBytes = 32 << 20
 
-// crashConfig is an engine array small enough to restart quickly: six
+// kill9Config is an engine array small enough to restart quickly: six
 // 48 MiB file drives in 4+2 with 1 MiB AUs, a 32 MiB NVRAM file.
-func crashConfig(dir string) string {
+func kill9Config(dir string) string {
 	var b strings.Builder
 	b.WriteString("drives:\n")
 	for i := range 6 {
@@ -35,18 +35,18 @@ func crashConfig(dir string) string {
 	}
 	fmt.Fprintf(&b, "nvram: {backend: file, path: %s, size: 32M}\n", filepath.Join(dir, "nvram.img"))
 	b.WriteString("geometry: {data: 4, parity: 2, au_size: 1M, write_unit: 64K}\n")
-	fmt.Fprintf(&b, "volumes:\n  - {name: crash, size: %d}\n", crashVolumeBytes)
+	fmt.Fprintf(&b, "volumes:\n  - {name: crash, size: %d}\n", kill9VolumeBytes)
 	return b.String()
 }
 
-// crashWrite is one write crashwriter.py issued.
-type crashWrite struct {
+// kill9Write is one write crashwriter.py issued.
+type kill9Write struct {
 	version      uint64
 	first, n     int64
 	issued, done int // line numbers of its I and A lines; done -1 if never acknowledged
 }
 
-// TestCrashKill9 kills the server with SIGKILL while crashwriter.py keeps
+// TestKill9 kills the server with SIGKILL while crashwriter.py keeps
 // 16 writes of 512 B to 32 KiB in flight (half compressible, overlapping
 // often), restarts it on the same drives and reads the whole volume back
 // with nbdcopy, -crash.iterations times (50 by default). Every sector must
@@ -54,30 +54,30 @@ type crashWrite struct {
 // acknowledged may be lost: a sector may show an older value only if no
 // acknowledged write to it was issued after that value's write completed
 // (writes in flight together have no order in NBD).
-func TestCrashKill9(t *testing.T) {
+func TestKill9(t *testing.T) {
 	need(t, "nbdcopy")
 	needPythonNBD(t)
 	bin := shaleBinary(t)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf("listen: 127.0.0.1:0\ndata_dir: %s\nlog: {level: info, format: text}\n%s",
-		filepath.Join(dir, "data"), crashConfig(dir))
+		filepath.Join(dir, "data"), kill9Config(dir))
 	cfgPath := filepath.Join(dir, "shale.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sectors := int64(crashVolumeBytes / 512)
+	sectors := int64(kill9VolumeBytes / 512)
 	old := make([]uint64, sectors) // the version each sector held at the last check; 0 = zeros
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	script := filepath.Join(repoRoot(t), "test", "e2e", "testdata", "crashwriter.py")
 	var acked, issued int
-	var last []crashWrite // the writes of the run just killed
-	for it := 0; it <= *crashIterations; it++ {
+	var last []kill9Write // the writes of the run just killed
+	for it := 0; it <= *kill9Iterations; it++ {
 		s := startServerConfig(t, bin, dir, cfgPath)
 		// What survived the last kill (nothing was written the first time).
-		if !checkCrashImage(t, it, s, dir, old, last) {
+		if !checkKill9Image(t, it, s, dir, old, last) {
 			return
 		}
-		if it == *crashIterations {
+		if it == *kill9Iterations {
 			s.stop()
 			break
 		}
@@ -94,7 +94,7 @@ func TestCrashKill9(t *testing.T) {
 			t.Fatalf("iteration %d: crashwriter: %v\n%s", it, err, tail(out.String(), 20))
 		}
 		var err error
-		if last, err = parseCrashWriter(out.Bytes()); err != nil {
+		if last, err = parseKill9Writer(out.Bytes()); err != nil {
 			t.Fatalf("iteration %d: %v", it, err)
 		}
 		for _, w := range last {
@@ -104,12 +104,12 @@ func TestCrashKill9(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d kills, %d writes issued, %d acknowledged before the kill, none lost", *crashIterations, issued, acked)
+	t.Logf("%d kills, %d writes issued, %d acknowledged before the kill, none lost", *kill9Iterations, issued, acked)
 }
 
-// parseCrashWriter reads crashwriter.py's output.
-func parseCrashWriter(out []byte) ([]crashWrite, error) {
-	var writes []crashWrite
+// parseKill9Writer reads crashwriter.py's output.
+func parseKill9Writer(out []byte) ([]kill9Write, error) {
+	var writes []kill9Write
 	byVersion := map[uint64]int{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for line := 0; sc.Scan(); line++ {
@@ -126,7 +126,7 @@ func parseCrashWriter(out []byte) ([]crashWrite, error) {
 				return nil, fmt.Errorf("crashwriter line %d: %q", line, sc.Text())
 			}
 			byVersion[v] = len(writes)
-			writes = append(writes, crashWrite{version: v, first: first, n: n, issued: line, done: -1})
+			writes = append(writes, kill9Write{version: v, first: first, n: n, issued: line, done: -1})
 		case f[0] == "A" && len(f) == 2:
 			v, err := strconv.ParseUint(f[1], 10, 64)
 			i, ok := byVersion[v]
@@ -144,11 +144,11 @@ func parseCrashWriter(out []byte) ([]crashWrite, error) {
 	return writes, nil
 }
 
-// checkCrashImage copies the volume out with nbdcopy and checks every
+// checkKill9Image copies the volume out with nbdcopy and checks every
 // sector against old (the versions found by the previous check) and the
 // writes issued since, then sets old to what it found. It reports whether
 // the image was right.
-func checkCrashImage(t *testing.T, it int, s *server, dir string, old []uint64, writes []crashWrite) bool {
+func checkKill9Image(t *testing.T, it int, s *server, dir string, old []uint64, writes []kill9Write) bool {
 	t.Helper()
 	img := filepath.Join(dir, "image")
 	defer os.Remove(img)
@@ -175,7 +175,7 @@ func checkCrashImage(t *testing.T, it int, s *server, dir string, old []uint64, 
 		bad++
 	}
 	for sec := range int64(len(old)) {
-		got, err := decodeCrashSector(data[sec*512:(sec+1)*512], sec)
+		got, err := decodeKill9Sector(data[sec*512:(sec+1)*512], sec)
 		if err != nil {
 			report("sector %d: %v", sec, err)
 			continue
@@ -214,9 +214,9 @@ func checkCrashImage(t *testing.T, it int, s *server, dir string, old []uint64, 
 	return true
 }
 
-// decodeCrashSector returns the version a crashwriter.py sector holds (0
+// decodeKill9Sector returns the version a crashwriter.py sector holds (0
 // for a sector of zeros), checking its magic, index and checksum.
-func decodeCrashSector(b []byte, sec int64) (uint64, error) {
+func decodeKill9Sector(b []byte, sec int64) (uint64, error) {
 	if bytes.Equal(b, make([]byte, 512)) {
 		return 0, nil
 	}

@@ -145,15 +145,34 @@ volumes:
 	}
 }
 
-func TestServeRejectsEngineVolumes(t *testing.T) {
-	cfgFile := writeConfig(t, "listen: 127.0.0.1:0\nvolumes:\n  - {name: v, size: 1G}\n")
+// TestServeBadDriveNamesKey: a drive that cannot be opened fails serve
+// with an error naming its configuration key, before any array code runs.
+func TestServeBadDriveNamesKey(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := writeConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+data_dir: %s
+geometry: {data: 1, parity: 1}
+drives:
+  - {backend: file, path: %s/d0, size: 1M}
+  - {backend: file, path: %s/no/such/dir/d1, size: 1M}
+volumes:
+  - {name: v, size: 1G}
+`, dir, dir, dir))
 	cfg, err := config.Load(config.New(), cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = serve(context.Background(), cfg, time.Second)
-	if err == nil || !strings.Contains(err.Error(), "storage engine is not configured") {
-		t.Fatalf("serve: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "drives[1]") {
+		t.Fatalf("serve: %v; want an error naming drives[1]", err)
+	}
+	// The drive opened before the bad one was closed again: it can be
+	// opened (locked) once more.
+	cfg.Drives[1].Path = filepath.Join(dir, "d1")
+	cfg.Drives[1].Backend = "tape"
+	err = serve(context.Background(), cfg, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "drives[1]") || strings.Contains(err.Error(), "drives[0]") {
+		t.Fatalf("serve after a failed start: %v; want an error naming drives[1] only", err)
 	}
 }
 

@@ -39,9 +39,24 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
+// roundTripPayload is what nbdRoundTrip writes.
+var roundTripPayload = bytes.Repeat([]byte("shale!"), 4096/6+1)[:4096]
+
 // nbdRoundTrip does a minimal NBD session on conn: GO on export, WRITE
 // 4 KiB at off, READ it back, DISC.
 func nbdRoundTrip(t *testing.T, conn net.Conn, export string, off uint64) {
+	t.Helper()
+	nbdSession(t, conn, export, off, true)
+}
+
+// nbdReadBack does GO on export, READs 4 KiB at off and checks it holds
+// what nbdRoundTrip writes, then DISC.
+func nbdReadBack(t *testing.T, conn net.Conn, export string, off uint64) {
+	t.Helper()
+	nbdSession(t, conn, export, off, false)
+}
+
+func nbdSession(t *testing.T, conn net.Conn, export string, off uint64, write bool) {
 	t.Helper()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(conn)
@@ -74,7 +89,6 @@ func nbdRoundTrip(t *testing.T, conn net.Conn, export string, off uint64) {
 			t.Fatalf("GO reply %#x %q", typ, data)
 		}
 	}
-	payload := bytes.Repeat([]byte("shale!"), 4096/6+1)[:4096]
 	req := func(typ uint16, cookie uint64, length uint32) []byte {
 		var b []byte
 		b = be.AppendUint32(b, 0x25609513)
@@ -84,9 +98,13 @@ func nbdRoundTrip(t *testing.T, conn net.Conn, export string, off uint64) {
 		b = be.AppendUint64(b, off)
 		return be.AppendUint32(b, length)
 	}
-	conn.Write(append(req(1, 1, 4096), payload...))
+	replies := 1
+	if write {
+		conn.Write(append(req(1, 1, 4096), roundTripPayload...))
+		replies++
+	}
 	conn.Write(req(0, 2, 4096))
-	for i := 0; i < 2; i++ {
+	for i := 0; i < replies; i++ {
 		h := make([]byte, 16)
 		if _, err := io.ReadFull(br, h); err != nil {
 			t.Fatal(err)
@@ -97,7 +115,7 @@ func nbdRoundTrip(t *testing.T, conn net.Conn, export string, off uint64) {
 		if be.Uint64(h[8:]) == 2 {
 			got := make([]byte, 4096)
 			io.ReadFull(br, got)
-			if !bytes.Equal(got, payload) {
+			if !bytes.Equal(got, roundTripPayload) {
 				t.Fatalf("read back differs")
 			}
 		}

@@ -6,7 +6,6 @@ package core
 // change only with every caller.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,97 +100,8 @@ type Stats struct {
 	Counters map[string]int64 `json:"counters"`
 }
 
-// Array is an open shale array. Its methods are safe for concurrent use.
-type Array struct{}
-
-// Create formats the devices as a new, empty array and opens it.
-func Create(ctx context.Context, opts Options) (*Array, error) { panic("unimplemented") }
-
-// Open recovers the array on the devices: every acknowledged write is back.
-func Open(ctx context.Context, opts Options) (*Array, error) { panic("unimplemented") }
-
-// Close flushes what is in flight and closes the array; the devices stay
-// open (the caller owns them).
-func (a *Array) Close(ctx context.Context) error { panic("unimplemented") }
-
-// CreateVolume creates an empty volume. Names: 1-64 bytes of [A-Za-z0-9._-],
-// not starting with '.' or '-'. Size: a positive multiple of 512.
-func (a *Array) CreateVolume(ctx context.Context, name string, size int64) (VolumeInfo, error) {
-	panic("unimplemented")
-}
-
-// ResizeVolume grows or shrinks a volume. Data beyond a shrunk end is gone;
-// growing exposes zeros.
-func (a *Array) ResizeVolume(ctx context.Context, name string, size int64) (VolumeInfo, error) {
-	panic("unimplemented")
-}
-
-// DeleteVolume deletes a volume and its snapshots. Clones made from its
-// snapshots stay readable.
-func (a *Array) DeleteVolume(ctx context.Context, name string) error { panic("unimplemented") }
-
-// Volumes lists the volumes (not snapshots), sorted by name.
-func (a *Array) Volumes() []VolumeInfo { panic("unimplemented") }
-
-// CreateSnapshot freezes volume's current contents as "volume@snap".
-func (a *Array) CreateSnapshot(ctx context.Context, volume, snap string) (VolumeInfo, error) {
-	panic("unimplemented")
-}
-
-// DeleteSnapshot deletes "volume@snap". Clones made from it stay readable.
-func (a *Array) DeleteSnapshot(ctx context.Context, name string) error { panic("unimplemented") }
-
-// Snapshots lists the snapshots of volume, or of every volume if volume is
-// "", sorted by name.
-func (a *Array) Snapshots(volume string) []VolumeInfo { panic("unimplemented") }
-
-// Clone creates a new read-write volume whose contents start as those of
-// the snapshot ("VOL@SNAP").
-func (a *Array) Clone(ctx context.Context, snapshot, volume string) (VolumeInfo, error) {
-	panic("unimplemented")
-}
-
-// Volume opens a volume or a snapshot ("VOL@SNAP") for I/O. The handle
-// stays valid across resizes (Size follows) and fails with ErrNotFound
-// once the volume is deleted.
-func (a *Array) Volume(name string) (*Volume, error) { panic("unimplemented") }
-
-// Stats returns the array's figures.
-func (a *Array) Stats() Stats { panic("unimplemented") }
-
-// Volume is an open volume or snapshot. Offsets and lengths are multiples
-// of 512 (SectorSize); p's length too. Methods are safe for concurrent use.
-// Every write is durable (in NVRAM) when its method returns: Flush and
-// fua have nothing left to do, which is why MultiConn can be promised.
-type Volume struct{}
-
 // SectorSize is the engine's addressing unit.
 const SectorSize = 512
-
-// Name returns "VOL" or "VOL@SNAP".
-func (v *Volume) Name() string { panic("unimplemented") }
-
-// Size returns the current size in bytes.
-func (v *Volume) Size() int64 { panic("unimplemented") }
-
-// ReadOnly reports whether this is a snapshot.
-func (v *Volume) ReadOnly() bool { panic("unimplemented") }
-
-// ReadAt fills p with the data at off.
-func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error { panic("unimplemented") }
-
-// WriteAt stores p at off, durably, before returning.
-func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error { panic("unimplemented") }
-
-// Flush returns once every write that completed before it is durable.
-func (v *Volume) Flush(ctx context.Context) error { panic("unimplemented") }
-
-// Trim unmaps [off, off+length): it reads as zeros afterwards and its
-// space is freed by GC.
-func (v *Volume) Trim(ctx context.Context, off, length int64) error { panic("unimplemented") }
-
-// WriteZeroes makes [off, off+length) read as zeros, as metadata only.
-func (v *Volume) WriteZeroes(ctx context.Context, off, length int64) error { panic("unimplemented") }
 
 // Extent is a run of equal allocation status.
 type Extent struct {
@@ -200,10 +110,4 @@ type Extent struct {
 	Hole bool
 	// Zero: the run reads as zeros (holes and zeroed ranges).
 	Zero bool
-}
-
-// Extents appends to dst the status of a prefix of [off, off+length)
-// starting at off, at least one extent, adjacent extents differing.
-func (v *Volume) Extents(ctx context.Context, off, length int64, dst []Extent) ([]Extent, error) {
-	panic("unimplemented")
 }

@@ -125,7 +125,7 @@ func TestEngineAdminCLI(t *testing.T) {
 	if len(vols) != 3 || vols[0].Name != "copy" || vols[0].Origin != "data@s1" || vols[1].Size != 2<<30 {
 		t.Errorf("volume list --json: %+v", vols)
 	}
-	if out := s.shale(t, "snapshot", "list", "data"); !regexpMatch(`(?m)^data@s1 +1 GiB +`, out) {
+	if out := s.shale(t, "snapshot", "list", "data"); !regexpMatch(`(?m)^data@s1 +2 GiB +`, out) {
 		t.Errorf("snapshot list:\n%s", out)
 	}
 
@@ -231,7 +231,7 @@ func TestEngineRestart(t *testing.T) {
 		"read -P 0 8389120 512", // the sector after it
 		"read -P 0 9M 4k",
 	)
-	qemuIO(t, s.URI("vol0@before"), "none",
+	qemuIORead(t, s.URI("vol0@before"),
 		"read -P 0xab 0 1M",
 		"read -P 0xcd 4M 64k",
 		"read -P 0x11 8M 512",
@@ -335,6 +335,22 @@ func fileHash(t *testing.T, path string) [32]byte {
 		t.Fatal(err)
 	}
 	return sha256.Sum256(b)
+}
+
+// qemuIORead runs qemu-io read-only (-r, as a read-only export needs) on
+// uri; every command must succeed and any "read -P" must match.
+func qemuIORead(t *testing.T, uri string, cmds ...string) {
+	t.Helper()
+	args := []string{"-r", "-f", "raw", "-t", "none"}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	out := run(t, "qemu-io", append(args, uri)...)
+	for _, bad := range []string{"Pattern verification failed", "failed:", "error", "Error"} {
+		if strings.Contains(out, bad) {
+			t.Fatalf("qemu-io -r %s: %q in output:\n%s", quoteArgs(cmds), bad, out)
+		}
+	}
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }

@@ -98,13 +98,9 @@ func nbdSession(t *testing.T, conn net.Conn, export string, off uint64, write bo
 		b = be.AppendUint64(b, off)
 		return be.AppendUint32(b, length)
 	}
-	replies := 1
-	if write {
-		conn.Write(append(req(1, 1, 4096), roundTripPayload...))
-		replies++
-	}
-	conn.Write(req(0, 2, 4096))
-	for i := 0; i < replies; i++ {
+	// One request at a time: the server may run requests of a connection
+	// concurrently, so a READ sent behind a WRITE could overtake it.
+	reply := func(cookie uint64) {
 		h := make([]byte, 16)
 		if _, err := io.ReadFull(br, h); err != nil {
 			t.Fatal(err)
@@ -112,13 +108,22 @@ func nbdSession(t *testing.T, conn net.Conn, export string, off uint64, write bo
 		if be.Uint32(h[4:]) != 0 {
 			t.Fatalf("error %d", be.Uint32(h[4:]))
 		}
-		if be.Uint64(h[8:]) == 2 {
-			got := make([]byte, 4096)
-			io.ReadFull(br, got)
-			if !bytes.Equal(got, roundTripPayload) {
-				t.Fatalf("read back differs")
-			}
+		if be.Uint64(h[8:]) != cookie {
+			t.Fatalf("reply to %d, want %d", be.Uint64(h[8:]), cookie)
 		}
+	}
+	if write {
+		conn.Write(append(req(1, 1, 4096), roundTripPayload...))
+		reply(1)
+	}
+	conn.Write(req(0, 2, 4096))
+	reply(2)
+	got := make([]byte, 4096)
+	if _, err := io.ReadFull(br, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, roundTripPayload) {
+		t.Fatalf("read back differs")
 	}
 	conn.Write(req(2, 3, 0))
 }

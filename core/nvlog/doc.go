@@ -103,7 +103,8 @@
 // next batch can go (the recovered head, and the region start if the next
 // batch could wrap there) and syncs, so a torn batch can never be completed
 // by later writes into a valid-looking one; (2) starts a session: it writes
-// a superblock copy with session+1, the recovered chain's last seq as
+// a superblock copy with a new session, above any a batch on the device may
+// carry (normally session+1, see below), the recovered chain's last seq as
 // lastSeq, and startSess set to the session of the first live batch (the
 // new session if none is live), and syncs it, all before the first batch of
 // the session is written. Every batch carries its writer's session.
@@ -125,11 +126,16 @@
 // the same log continue, with the very seqs the walk expects next, are
 // safe: the dropped batches' session is lower.
 //
-// A torn superblock write cannot make the fallback copy refuse valid
-// batches: the copy that starts a session is synced before any batch of it
-// exists (if it tore, there are none), and every later copy is written to
-// the other slot and carries the same session, so the newest valid copy
-// always holds the largest session of any batch.
+// The session bound and the superblock fallback: the copy that starts a
+// session is synced before any batch of it exists (if it tore, there are
+// none), and every later copy is written to the other slot and carries the
+// same session, so after a torn write the newest valid copy holds the
+// largest session of any batch. A copy that was synced and damaged later
+// is another matter: its session may be one above the fallback's (it was
+// the next write after it) with batches behind it. So when the other copy
+// is invalid the walk accepts sessions up to the fallback's + 1, and the
+// new session skips that number: it is always one above the largest
+// session the walk could accept.
 //
 // An entry is durable, and is reported to its committer, only after its
 // batch's sync; it then survives any crash until trimmed. An entry whose

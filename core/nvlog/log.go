@@ -230,13 +230,17 @@ func geometry(dev backend.Device) (blk, regionLen int64, err error) {
 // Commit. It reads both superblock copies and takes the newest valid one
 // (a torn copy falls back to the other), checks the array identity, then
 // walks the batches from the trim point: each must carry this log's
-// identity, exactly the next expected seq and a valid checksum. The first
-// batch that does not is the end of the log: a torn or never-written tail,
-// or a batch from an earlier lap or an earlier log. Recovery reads at most
-// the region once, so its time is bounded by the log's size. Before
+// identity, exactly the next expected seq, a session no lower than the
+// batch before it and no higher than the superblock's, and a valid
+// checksum. The first batch that does not is the end of the log: a torn or
+// never-written tail, a damaged batch, or a batch from an earlier lap, an
+// earlier log or an earlier session that was cut short. Recovery reads at
+// most the region once, so its time is bounded by the log's size. Before
 // returning, Open overwrites the header positions just past the end (so a
 // torn batch there cannot be completed by later writes and come back) and
-// syncs, so every batch it found is durable.
+// syncs, so every batch it found is durable; then it starts its session
+// with a synced superblock write, so everything past the end stays
+// dropped (see Recovery in the package documentation).
 //
 // Open fails with ErrCorrupt if the batches found end before the highest
 // seq the superblock records as durable: acknowledged entries are missing.
@@ -304,14 +308,25 @@ func Open(ctx context.Context, dev backend.Device, opts Options) (*Log, error) {
 		return &waiter{ready: make(chan struct{}, 1), done: make(chan error, 1)}
 	}
 
-	end, batches, why, err := l.recoverLocked(ctx, sb)
+	// The newest valid copy holds the largest session of any batch, unless
+	// the other copy is invalid: then it may have been a newer copy (one
+	// write later, so at most one session more) that was synced and
+	// damaged afterwards, with batches of its session behind it.
+	maxSession := sb.session
+	if supers[1-slot] == nil {
+		maxSession++
+	}
+	if maxSession+1 >= 1<<63 {
+		return nil, fmt.Errorf("nvlog: open: session %d: sessions exhausted: %w", sb.session, ErrCorrupt)
+	}
+	end, batches, why, err := l.recoverLocked(ctx, sb, maxSession)
 	if err != nil {
 		return nil, err
 	}
 	if err := l.clearTail(ctx); err != nil {
 		return nil, err
 	}
-	if err := l.beginSession(ctx, sb); err != nil {
+	if err := l.beginSession(ctx, sb, maxSession+1); err != nil {
 		return nil, err
 	}
 
@@ -343,15 +358,16 @@ func Open(ctx context.Context, dev backend.Device, opts Options) (*Log, error) {
 
 // recoverLocked walks the chain of batches from the superblock's start
 // position and fills l.locs, the ring head and the seqs. It returns the last
-// durable seq, the number of batches and why the walk stopped.
+// durable seq, the number of batches and why the walk stopped. No batch may
+// carry a session above maxSession.
 // REQUIRES: l is not shared yet.
-func (l *Log) recoverLocked(ctx context.Context, sb superblock) (uint64, int, string, error) {
+func (l *Log) recoverLocked(ctx context.Context, sb superblock, maxSession uint64) (uint64, int, string, error) {
 	r := &l.ring
 	size := r.size()
 	pos, seq := sb.startPos, sb.startSeq
-	// Sessions never decrease along the chain and never exceed the
-	// superblock's: see the Recovery section of the package documentation.
-	minSession, maxSession := sb.startSession, sb.session
+	// Sessions never decrease along the chain and never exceed maxSession:
+	// see the Recovery section of the package documentation.
+	minSession := sb.startSession
 	var consumed int64
 	hdr := backend.AlignedBuffer(int(l.blk))
 	var scratch []byte
@@ -487,15 +503,16 @@ func (l *Log) clearTail(ctx context.Context) error {
 }
 
 // beginSession makes this Open's session durable before any batch carries
-// it: it writes a superblock with session+1 into the slot not holding sb
-// (the newest valid copy) and syncs. The copy also records the recovered
+// it: it writes a superblock with the given session, above every session
+// a batch on the device may carry, into the slot not holding sb (the
+// newest valid copy) and syncs. The copy also records the recovered
 // chain as durable (lastSeq) and, when no batch is live, that the first
 // batch at the start must be of the new session. A torn write leaves sb in
 // charge, and no batch of the new session exists then.
 // REQUIRES: l is not shared yet; clearTail has synced.
-func (l *Log) beginSession(ctx context.Context, sb superblock) error {
+func (l *Log) beginSession(ctx context.Context, sb superblock, session uint64) error {
 	sb.gen = l.sbGen + 1
-	sb.session++
+	sb.session = session
 	sb.lastSeq = l.durableSeq
 	sb.startSession = sb.session
 	if l.locs.len() > 0 {

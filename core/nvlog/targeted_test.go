@@ -275,16 +275,21 @@ func TestRecoverySessionRules(t *testing.T) {
 	tests := []struct {
 		name                  string
 		session, startSession uint64
+		otherBad              bool     // the other superblock copy is damaged
 		batches               []uint64 // session of the batch with seq i+1, in block i
 		want                  int      // batches recovered
 	}{
-		{"one session", 1, 1, []uint64{1, 1, 1}, 3},
-		{"rising", 3, 1, []uint64{1, 2, 2, 3}, 4},
-		{"stale after a later session", 2, 1, []uint64{1, 2, 1, 1}, 2},
-		{"future session", 2, 1, []uint64{1, 3, 3}, 1},
-		{"first below startSession", 4, 3, []uint64{2, 3, 4}, 0},
-		{"first at startSession", 4, 3, []uint64{3, 3, 4}, 3},
-		{"version-1 image", 0, 0, []uint64{0, 0, 0}, 3},
+		{"one session", 1, 1, false, []uint64{1, 1, 1}, 3},
+		{"rising", 3, 1, false, []uint64{1, 2, 2, 3}, 4},
+		{"stale after a later session", 2, 1, false, []uint64{1, 2, 1, 1}, 2},
+		{"future session", 2, 1, false, []uint64{1, 3, 3}, 1},
+		{"first below startSession", 4, 3, false, []uint64{2, 3, 4}, 0},
+		{"first at startSession", 4, 3, false, []uint64{3, 3, 4}, 3},
+		{"version-1 image", 0, 0, false, []uint64{0, 0, 0}, 3},
+		// The damaged copy may have started session 3 and been synced:
+		// its batches count, one session further do not.
+		{"other copy damaged", 2, 1, true, []uint64{1, 3, 3, 4}, 3},
+		{"stale after other copy damaged", 2, 1, true, []uint64{1, 3, 2}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -296,6 +301,14 @@ func TestRecoverySessionRules(t *testing.T) {
 				session: tc.session, startSession: tc.startSession,
 			}
 			encodeSuper(dev.data[:superSlotBytes], &sb)
+			older := sb
+			older.gen, older.startSession, older.session = 0, 0, 0
+			if !tc.otherBad {
+				older.gen = 1
+				sb.gen = 2
+				encodeSuper(dev.data[:superSlotBytes], &sb)
+			}
+			encodeSuper(dev.data[superSlotBytes:2*superSlotBytes], &older) // generation 0 does not decode
 			for i, s := range tc.batches {
 				b := dev.data[regionOff+i*blk : regionOff+(i+1)*blk]
 				e := payload(uint64(i), 100)
@@ -312,13 +325,18 @@ func TestRecoverySessionRules(t *testing.T) {
 			if got := l.DurableSeq(); got != uint64(tc.want) {
 				t.Fatalf("recovered up to seq %d, want %d", got, tc.want)
 			}
-			// The new session is above every session on the device, and
-			// the superblock now records the recovered chain as durable.
-			if l.session != tc.session+1 {
-				t.Fatalf("session %d, want %d", l.session, tc.session+1)
+			// The new session is above every session a batch on the
+			// device may carry, and the superblock now records the
+			// recovered chain as durable.
+			want := tc.session + 1
+			if tc.otherBad {
+				want++
+			}
+			if l.session != want {
+				t.Fatalf("session %d, want %d", l.session, want)
 			}
 			got, err := decodeSuper(dev.data[superSlotBytes : superSlotBytes+superBytes])
-			if err != nil || got.session != tc.session+1 || got.lastSeq != uint64(tc.want) {
+			if err != nil || got.session != want || got.lastSeq != uint64(tc.want) {
 				t.Fatalf("superblock after open: %+v, %v", got, err)
 			}
 		})

@@ -147,7 +147,7 @@ func (e *simEnv) powerLoss() {
 	}
 	e.nvram = nd
 	if old != nil {
-		old.Close(e.ctx) // on dead devices: stops goroutines; errors expected
+		old.abandon()
 	}
 	e.open()
 }

@@ -501,7 +501,7 @@ func (a *Array) trimLog(ctx context.Context) error {
 	pressure := ls.WaitingForTrim || ls.BytesInUse*2 > ls.RegionBytes
 	if pressure {
 		a.stats.forcedFlushes.Add(1)
-		if err := a.st.Flush(ctx); err != nil {
+		if err := a.st.Flush(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("segio flush: %w", err)
 		}
 		if err := a.db.Flush(ctx); err != nil {

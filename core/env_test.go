@@ -23,7 +23,7 @@ func testLogger() *slog.Logger {
 }
 
 // testGeometry is small so tests fill segments and AUs quickly.
-var testGeometry = segment.Geometry{Data: 4, Parity: 2, AUSize: 256 << 10, WriteUnit: 16 << 10}
+var testGeometry = segment.Geometry{Data: 4, Parity: 2, AUSize: 512 << 10, WriteUnit: 64 << 10}
 
 // simEnv is an array on sim devices sharing one power rail.
 type simEnv struct {

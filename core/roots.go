@@ -267,8 +267,12 @@ type pageWriter struct {
 	tag pyramid.PatchTag
 }
 
+// The segment writer treats a cancelled context while it seals a segio as
+// fatal (the segio's addresses were handed out), so the store is never
+// given a cancellable context here.
+
 func (w *pageWriter) Append(ctx context.Context, page []byte) (pyramid.Addr, error) {
-	a, err := w.sp.s.Append(ctx, segment.Record, w.tag.SeqLo, w.tag.SeqHi, page)
+	a, err := w.sp.s.Append(context.WithoutCancel(ctx), segment.Record, w.tag.SeqLo, w.tag.SeqHi, page)
 	if err != nil {
 		return pyramid.Addr{}, err
 	}
@@ -276,6 +280,6 @@ func (w *pageWriter) Append(ctx context.Context, page []byte) (pyramid.Addr, err
 	return encodePageAddr(a)
 }
 
-func (w *pageWriter) Finish(ctx context.Context) error { return w.sp.s.Flush(ctx) }
+func (w *pageWriter) Finish(ctx context.Context) error { return w.sp.s.Flush(context.WithoutCancel(ctx)) }
 
 func (w *pageWriter) Abort() {}

@@ -280,6 +280,8 @@ func (w *pageWriter) Append(ctx context.Context, page []byte) (pyramid.Addr, err
 	return encodePageAddr(a)
 }
 
-func (w *pageWriter) Finish(ctx context.Context) error { return w.sp.s.Flush(context.WithoutCancel(ctx)) }
+func (w *pageWriter) Finish(ctx context.Context) error {
+	return w.sp.s.Flush(context.WithoutCancel(ctx))
+}
 
 func (w *pageWriter) Abort() {}

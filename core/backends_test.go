@@ -73,11 +73,11 @@ func TestRestartOnBackends(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := a.CreateVolume(ctx, "vol", 8<<20); err != nil {
+			if _, err := a.CreateVolume(ctx, "vol", 4<<20); err != nil {
 				t.Fatal(err)
 			}
 			rng := rand.New(rand.NewPCG(3, 3))
-			model := make([]byte, 8<<20)
+			model := make([]byte, 4<<20)
 			write := func(a *Array, n int) {
 				v, err := a.Volume("vol")
 				if err != nil {
@@ -106,7 +106,7 @@ func TestRestartOnBackends(t *testing.T) {
 					t.Fatalf("%s: data differs", stage)
 				}
 			}
-			write(a, 200)
+			write(a, 100)
 			if _, err := a.CreateSnapshot(ctx, "vol", "s1"); err != nil {
 				t.Fatal(err)
 			}
@@ -123,7 +123,7 @@ func TestRestartOnBackends(t *testing.T) {
 				if got := a.Snapshots("vol"); len(got) != 1 {
 					t.Fatalf("round %d: snapshots %v", round, got)
 				}
-				write(a, 100)
+				write(a, 50)
 			}
 			if err := a.Close(ctx); err != nil {
 				t.Fatal(err)

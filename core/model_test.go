@@ -213,7 +213,7 @@ func (r *modelRun) step(i int) {
 }
 
 func TestModel(t *testing.T) {
-	seeds, ops := 3, 300
+	seeds, ops := 3, 200
 	if *long {
 		seeds, ops = 20, 3000
 	}

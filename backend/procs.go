@@ -18,13 +18,17 @@ import (
 // half of what fio's 32 psync jobs (32 threads) get from the same device.
 // With at least MinIOProcs Ps the goroutines enter their calls without
 // waiting for sysmon, and the Go benchmarks run level with fio
-// (bench/RESULTS.md, "Backends: Go vs fio"). The extra Ps cost little: a
-// P blocked in a system call uses no CPU, and Go code on more Ps than
-// CPUs is time-sliced by the kernel.
+// (bench/RESULTS.md, "Backends: Go vs fio", has the measurements and a
+// sweep of GOMAXPROCS).
 //
-// The floor is sized for about one drive at queue depth 32 on a small
-// machine; deep queues on many fast drives want an asynchronous interface
-// (io_uring), not ever more threads.
+// The extra Ps are not free, which is why this is a floor of 8 and not
+// one P per I/O in flight: Go code on more Ps than CPUs is time-sliced by
+// the kernel rather than scheduled by the runtime, and the garbage
+// collector's dedicated mark workers are a quarter of the Ps, so on a
+// 2-CPU machine a collection can take up to half the CPU while it marks
+// instead of a quarter. The floor suits about one drive at queue depth 32
+// on a small machine; deep queues on many fast drives want an
+// asynchronous interface (io_uring), not ever more Ps.
 const MinIOProcs = 8
 
 // IOProcs returns the GOMAXPROCS to run with when the current setting is

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/shalestore/shale/core/pyramid"
 	"github.com/shalestore/shale/core/segment"
@@ -33,6 +34,8 @@ var ErrCorruptRoot = errors.New("core: corrupt root")
 type rootStore struct {
 	s *store.Store
 
+	last atomic.Uint64 // the segment use saw last: the common case, no lock
+
 	mu      sync.Mutex // serialises checkpoints; guards the fields below
 	roots   map[string][]byte
 	layouts map[segment.ID]segment.Layout
@@ -49,6 +52,10 @@ func newRootStore(s *store.Store, roots map[string][]byte) *rootStore {
 
 // use records that something was appended to segment seg.
 func (r *rootStore) use(seg segment.ID) {
+	if r.last.Load() == uint64(seg) {
+		return
+	}
+	defer r.last.Store(uint64(seg))
 	r.mu.Lock()
 	_, ok := r.layouts[seg]
 	r.mu.Unlock()

@@ -403,6 +403,20 @@ func (a *Array) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// abandon stops the array's background work after a simulated crash
+// without flushing or closing the store (its devices are dead; closing
+// the segment writer could wait forever on a segio that cannot flush).
+// For tests.
+func (a *Array) abandon() {
+	a.ops.Lock()
+	a.closed = true
+	a.ops.Unlock()
+	a.cancel()
+	a.wg.Wait()
+	a.db.Close()
+	a.cache.Close()
+}
+
 // onFlush is the store's report of a durable segio (flusher goroutine,
 // in write order).
 func (a *Array) onFlush(f segment.Flushed) {
@@ -487,7 +501,7 @@ func (a *Array) trimLog(ctx context.Context) error {
 	pressure := ls.WaitingForTrim || ls.BytesInUse*2 > ls.RegionBytes
 	if pressure {
 		a.stats.forcedFlushes.Add(1)
-		if err := a.st.Flush(ctx); err != nil {
+		if err := a.st.Flush(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("segio flush: %w", err)
 		}
 		if err := a.db.Flush(ctx); err != nil {

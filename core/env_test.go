@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"testing"
 
 	"github.com/shalestore/shale/backend"
@@ -23,7 +24,7 @@ func testLogger() *slog.Logger {
 }
 
 // testGeometry is small so tests fill segments and AUs quickly.
-var testGeometry = segment.Geometry{Data: 4, Parity: 2, AUSize: 256 << 10, WriteUnit: 16 << 10}
+var testGeometry = segment.Geometry{Data: 4, Parity: 2, AUSize: 512 << 10, WriteUnit: 64 << 10}
 
 // simEnv is an array on sim devices sharing one power rail.
 type simEnv struct {
@@ -34,7 +35,8 @@ type simEnv struct {
 	nvram  *sim.Device
 	a      *Array
 	opts   Options
-	hook   func(string)
+	hook   atomic.Pointer[func(string)] // the crash hook, if any
+	rail   *sim.Rail
 }
 
 type simConfig struct {
@@ -65,6 +67,7 @@ func newSimEnv(t testing.TB, c simConfig) *simEnv {
 	c.fill()
 	e := &simEnv{t: t, ctx: context.Background(), seed: c.seed}
 	rail, clock := sim.NewRail(), sim.NewClock()
+	e.rail = rail
 	dev := func(name string, size int64, kind backend.Kind, i int64) *sim.Device {
 		prof := sim.SSDProfile().ZeroLatency()
 		if kind == backend.NVRAM {
@@ -83,8 +86,8 @@ func newSimEnv(t testing.TB, c simConfig) *simEnv {
 	e.nvram = dev("nvram", c.nvramBytes, backend.NVRAM, 99)
 	e.opts = Options{Geometry: c.geometry, CacheBytes: 4 << 20, MetaCacheBytes: 4 << 20, Logger: testLogger(),
 		CrashHook: func(p string) {
-			if e.hook != nil {
-				e.hook(p)
+			if h := e.hook.Load(); h != nil {
+				(*h)(p)
 			}
 		}}
 	var err error
@@ -121,16 +124,28 @@ func (e *simEnv) restart() {
 
 func (e *simEnv) open() {
 	e.t.Helper()
-	var err error
-	if e.a, err = Open(e.ctx, e.options()); err != nil {
+	if err := e.tryOpen(); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+func (e *simEnv) tryOpen() error {
+	var err error
+	e.a, err = Open(e.ctx, e.options())
+	return err
 }
 
 // powerLoss cuts power to every device at once (unsynced writes kept,
 // dropped or torn per the seed), abandons the array and opens it again
 // on the devices as they come back.
 func (e *simEnv) powerLoss() {
+	e.t.Helper()
+	e.cutOnly()
+	e.open()
+}
+
+// cutOnly is powerLoss without the open.
+func (e *simEnv) cutOnly() {
 	e.t.Helper()
 	old := e.a
 	e.a = nil
@@ -147,9 +162,8 @@ func (e *simEnv) powerLoss() {
 	}
 	e.nvram = nd
 	if old != nil {
-		old.Close(e.ctx) // on dead devices: stops goroutines; errors expected
+		old.abandon()
 	}
-	e.open()
 }
 
 func (e *simEnv) volume(name string) *Volume {

@@ -3,6 +3,7 @@ package core
 import (
 	"math/bits"
 	"sync"
+	"sync/atomic"
 
 	"github.com/shalestore/shale/core/cblock"
 	"github.com/shalestore/shale/core/segment"
@@ -19,59 +20,87 @@ import (
 // 5 segios of cblocks (5 × SegioBytes, 35 MiB with the default geometry).
 // Writers wait in Append when it is full.
 type pending struct {
+	durable atomic.Uint64 // segio positions ≤ durable are durable
+	shards  [pendingShards]pendingShard
+}
+
+// pendingShards spreads the writers' inserts over several locks.
+const pendingShards = 16
+
+type pendingShard struct {
 	mu      sync.RWMutex
 	items   map[segment.Addr][]byte
 	bySegio map[uint64][]segment.Addr
-	durable uint64 // positions ≤ durable are durable (guarded by mu)
-	bytes   int64  // guarded by mu
+	bytes   int64
 }
 
 func (p *pending) init() {
-	p.items = map[segment.Addr][]byte{}
-	p.bySegio = map[uint64][]segment.Addr{}
+	for i := range p.shards {
+		p.shards[i].items = map[segment.Addr][]byte{}
+		p.shards[i].bySegio = map[uint64][]segment.Addr{}
+	}
+}
+
+func (p *pending) shard(a segment.Addr) *pendingShard {
+	h := (uint64(a.Segment)*0x9e3779b97f4a7c15 ^ uint64(a.Offset)) * 0xbf58476d1ce4e5b9
+	return &p.shards[h>>60]
 }
 
 // add keeps a copy of enc for addr, whose segio is at position at, unless
 // that segio is already durable.
+//
+// INVARIANT: flushed stores the durable position before it takes any
+// shard lock, and add reads it under the shard lock, so an item is either
+// skipped here or removed by flushed, never left behind.
 func (p *pending) add(addr segment.Addr, at uint64, enc []byte) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if at <= p.durable {
+	s := p.shard(addr)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if at <= p.durable.Load() {
 		return
 	}
 	b := getBuf(len(enc))
 	copy(b, enc)
-	p.items[addr] = b
-	p.bySegio[at] = append(p.bySegio[at], addr)
-	p.bytes += int64(len(b))
+	s.items[addr] = b
+	s.bySegio[at] = append(s.bySegio[at], addr)
+	s.bytes += int64(len(b))
 }
 
 // flushed drops the cblocks of every segio at or before position at.
 func (p *pending) flushed(at uint64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.durable = max(p.durable, at)
-	for s, addrs := range p.bySegio {
-		if s > at {
-			continue
+	for {
+		cur := p.durable.Load()
+		if at <= cur || p.durable.CompareAndSwap(cur, at) {
+			break
 		}
-		for _, ad := range addrs {
-			if b, ok := p.items[ad]; ok {
-				p.bytes -= int64(len(b))
-				putBuf(b)
-				delete(p.items, ad)
+	}
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		for sp, addrs := range s.bySegio {
+			if sp > at {
+				continue
 			}
+			for _, ad := range addrs {
+				if b, ok := s.items[ad]; ok {
+					s.bytes -= int64(len(b))
+					putBuf(b)
+					delete(s.items, ad)
+				}
+			}
+			delete(s.bySegio, sp)
 		}
-		delete(p.bySegio, s)
+		s.mu.Unlock()
 	}
 }
 
 // decode decodes the pending cblock at addr into dst; found false if it
 // is not pending (its segio is durable: read it from the store).
 func (p *pending) decode(addr segment.Addr, dst []byte) (n int, found bool, err error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	b, ok := p.items[addr]
+	s := p.shard(addr)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	b, ok := s.items[addr]
 	if !ok {
 		return 0, false, nil
 	}
@@ -80,9 +109,14 @@ func (p *pending) decode(addr segment.Addr, dst []byte) (n int, found bool, err 
 }
 
 func (p *pending) size() (items int, bytes int64) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return len(p.items), p.bytes
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.RLock()
+		items += len(s.items)
+		bytes += s.bytes
+		s.mu.RUnlock()
+	}
+	return items, bytes
 }
 
 // Buffer pools by size class (powers of two from 512 bytes to 64 KiB), so

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/shalestore/shale/core/pyramid"
 	"github.com/shalestore/shale/core/segment"
@@ -33,6 +34,8 @@ var ErrCorruptRoot = errors.New("core: corrupt root")
 type rootStore struct {
 	s *store.Store
 
+	last atomic.Uint64 // the segment use saw last: the common case, no lock
+
 	mu      sync.Mutex // serialises checkpoints; guards the fields below
 	roots   map[string][]byte
 	layouts map[segment.ID]segment.Layout
@@ -49,6 +52,10 @@ func newRootStore(s *store.Store, roots map[string][]byte) *rootStore {
 
 // use records that something was appended to segment seg.
 func (r *rootStore) use(seg segment.ID) {
+	if r.last.Load() == uint64(seg) {
+		return
+	}
+	defer r.last.Store(uint64(seg))
 	r.mu.Lock()
 	_, ok := r.layouts[seg]
 	r.mu.Unlock()
@@ -267,8 +274,12 @@ type pageWriter struct {
 	tag pyramid.PatchTag
 }
 
+// The segment writer treats a cancelled context while it seals a segio as
+// fatal (the segio's addresses were handed out), so the store is never
+// given a cancellable context here.
+
 func (w *pageWriter) Append(ctx context.Context, page []byte) (pyramid.Addr, error) {
-	a, err := w.sp.s.Append(ctx, segment.Record, w.tag.SeqLo, w.tag.SeqHi, page)
+	a, err := w.sp.s.Append(context.WithoutCancel(ctx), segment.Record, w.tag.SeqLo, w.tag.SeqHi, page)
 	if err != nil {
 		return pyramid.Addr{}, err
 	}
@@ -276,6 +287,8 @@ func (w *pageWriter) Append(ctx context.Context, page []byte) (pyramid.Addr, err
 	return encodePageAddr(a)
 }
 
-func (w *pageWriter) Finish(ctx context.Context) error { return w.sp.s.Flush(ctx) }
+func (w *pageWriter) Finish(ctx context.Context) error {
+	return w.sp.s.Flush(context.WithoutCancel(ctx))
+}
 
 func (w *pageWriter) Abort() {}

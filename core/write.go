@@ -153,7 +153,9 @@ func (a *Array) buildWrite(ctx context.Context, w *writeCtx, m, lba uint64, p []
 			return err
 		}
 		payload := w.attach[at+attachItemHeader:]
-		addr, err := a.st.Append(ctx, segment.Cblock, 0, 0, payload)
+		// Never a cancellable context: the segment writer treats a
+		// cancellation while sealing a segio as fatal.
+		addr, err := a.st.Append(context.WithoutCancel(ctx), segment.Cblock, 0, 0, payload)
 		if err != nil {
 			if isNoSpace(err) {
 				a.noSpace.Store(true)

@@ -11,6 +11,12 @@
 // The admin commands find the server's admin socket (DATA_DIR/admin.sock)
 // from --admin-socket, --data-dir, SHALE_DATA_DIR or the --config file,
 // as serve finds its data directory. They exit 1 on any failure.
+//
+// At start-up shale raises GOMAXPROCS to at least backend.MinIOProcs (8)
+// unless the GOMAXPROCS environment variable is set: the file and nvme
+// drive backends block a goroutine, and with it a P, in pread/pwrite for
+// each I/O, and with as few Ps as a small machine has CPUs they keep only
+// a few I/Os in flight (backend.MinIOProcs has the measurements).
 package main
 
 import (
@@ -19,10 +25,12 @@ import (
 	"os"
 
 	"github.com/shalestore/shale/admin"
+	"github.com/shalestore/shale/backend"
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	backend.SetIOProcs()
 	if err := newRoot().Execute(); err != nil {
 		if errors.Is(err, admin.ErrNotRunning) {
 			fmt.Fprintln(os.Stderr, err) // already starts "shale is not running"

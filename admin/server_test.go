@@ -497,10 +497,18 @@ func TestInflightLimit(t *testing.T) {
 	if !errors.Is(err, core.ErrInUse) || !strings.Contains(err.Error(), "busy") {
 		t.Errorf("request beyond the limit: %v", err)
 	}
-	e.fake.mu.Lock()
-	n := len(e.fake.calls)
-	e.fake.mu.Unlock()
-	if n != MaxInflightRequests {
+	calls := func() int {
+		e.fake.mu.Lock()
+		defer e.fake.mu.Unlock()
+		return len(e.fake.calls)
+	}
+	// The requests holding slots reach the array (at once, unless the
+	// machine is very busy) and no more than they do.
+	for deadline := time.Now().Add(5 * time.Second); calls() < MaxInflightRequests && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := calls(); n != MaxInflightRequests {
 		t.Errorf("%d calls reached the array, want %d", n, MaxInflightRequests)
 	}
 	close(e.fake.block)

@@ -26,7 +26,7 @@ func TestCrashPoints(t *testing.T) {
 	}
 	// Points only Format and Open reach, and merges (which need many
 	// flushes), are not hit by this short workload: run them with -long.
-	rare := []string{nvlog.CrashFormatFirstCopy, nvlog.CrashOpenTailCleared, store.PointRecoverScanned, store.PointRecoverMounted,
+	rare := []string{nvlog.CrashFormatFirstCopy, nvlog.CrashOpenTailCleared, nvlog.CrashOpenSessionWritten, store.PointRecoverScanned, store.PointRecoverMounted,
 		store.PointRefillPlanned, store.PointFrontierPersisted, pyramid.CrashMergePageAppended,
 		pyramid.CrashMergePagesDurable, pyramid.CrashFlattenBeforeRoot, pyramid.CrashFlattenRootSet}
 	for _, point := range points {
@@ -42,11 +42,11 @@ func TestCrashPoints(t *testing.T) {
 func crashAt(t *testing.T, point string, nth int) {
 	e := newSimEnv(t, simConfig{seed: int64(nth), nvramBytes: 4 << 20})
 	var mu sync.Mutex
-	count, cut := 0, false
+	count, cut, armed := 0, false, false
 	hook := func(p string) {
 		mu.Lock()
 		defer mu.Unlock()
-		if p != point || cut {
+		if p != point || cut || !armed {
 			return
 		}
 		count++
@@ -64,11 +64,14 @@ func crashAt(t *testing.T, point string, nth int) {
 		}
 		t.Fatal(err)
 	}
+	mu.Lock()
+	armed = true // count hits from the workload on, not from setup
+	mu.Unlock()
 	rng := rand.New(rand.NewPCG(uint64(nth), 3))
 	m := map[string][]byte{"vol": make([]byte, size)}
 	// The operation in flight when the cut hit: it may or may not be there.
 	var maybe func(m map[string][]byte)
-	ops := 150
+	ops := 250
 	if *long {
 		ops = 1000
 	}

@@ -91,6 +91,7 @@ type Array struct {
 	noSpaceLogged  atomic.Int64 // unix ns of the last out-of-space log line
 	free           atomic.Int64 // plannable segments at the last check
 	capacity       int64        // plannable segments of the empty array
+	entryData      int          // logical bytes per NVRAM entry: min(maxEntryData, log region/8)
 
 	kick   chan struct{}
 	cancel context.CancelFunc
@@ -363,6 +364,8 @@ func (a *Array) elideMediums(ctx context.Context, ids []uint64) error {
 }
 
 func (a *Array) start() {
+	region := a.st.Log().Stats().RegionBytes
+	a.entryData = int(max(min(maxEntryData, region/8), 64<<10) / SectorSize * SectorSize)
 	free, total := a.st.Space()
 	a.capacity = plannableSegments(total, a.geo.Width())
 	a.updateSpace(free)

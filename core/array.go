@@ -308,20 +308,24 @@ func (a *Array) loadCatalog(ctx context.Context) error {
 	for _, m := range cat.Mediums {
 		known[m.ID] = true
 	}
+	// Every id ever used (elided ones too) is below the next one; ids
+	// still visible that the catalog does not list are orphans.
 	var orphans []uint64
-	seen := map[uint64]bool{}
-	it := a.mt.NewIter(ctx, pyramid.IterOptions{Relaxed: true})
-	for it.Next() {
-		id := it.Tuple()[pyramid.MTMedium]
-		cat.NextMedium = max(cat.NextMedium, id+1)
-		if !known[id] && !seen[id] {
-			seen[id] = true
-			orphans = append(orphans, id)
+	for _, relaxed := range []bool{true, false} {
+		seen := map[uint64]bool{}
+		it := a.mt.NewIter(ctx, pyramid.IterOptions{Relaxed: relaxed})
+		for it.Next() {
+			id := it.Tuple()[pyramid.MTMedium]
+			cat.NextMedium = max(cat.NextMedium, id+1)
+			if !relaxed && !known[id] && !seen[id] {
+				seen[id] = true
+				orphans = append(orphans, id)
+			}
 		}
-	}
-	it.Close()
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("medium table: %w", err)
+		it.Close()
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("medium table: %w", err)
+		}
 	}
 	garbage := garbageMediums(cat)
 	if len(garbage) > 0 {

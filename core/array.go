@@ -91,6 +91,7 @@ type Array struct {
 	noSpaceLogged  atomic.Int64 // unix ns of the last out-of-space log line
 	free           atomic.Int64 // plannable segments at the last check
 	capacity       int64        // plannable segments of the empty array
+	entryData      int          // logical bytes per NVRAM entry: min(maxEntryData, log region/8)
 
 	kick   chan struct{}
 	cancel context.CancelFunc
@@ -307,20 +308,24 @@ func (a *Array) loadCatalog(ctx context.Context) error {
 	for _, m := range cat.Mediums {
 		known[m.ID] = true
 	}
+	// Every id ever used (elided ones too) is below the next one; ids
+	// still visible that the catalog does not list are orphans.
 	var orphans []uint64
-	seen := map[uint64]bool{}
-	it := a.mt.NewIter(ctx, pyramid.IterOptions{Relaxed: true})
-	for it.Next() {
-		id := it.Tuple()[pyramid.MTMedium]
-		cat.NextMedium = max(cat.NextMedium, id+1)
-		if !known[id] && !seen[id] {
-			seen[id] = true
-			orphans = append(orphans, id)
+	for _, relaxed := range []bool{true, false} {
+		seen := map[uint64]bool{}
+		it := a.mt.NewIter(ctx, pyramid.IterOptions{Relaxed: relaxed})
+		for it.Next() {
+			id := it.Tuple()[pyramid.MTMedium]
+			cat.NextMedium = max(cat.NextMedium, id+1)
+			if !relaxed && !known[id] && !seen[id] {
+				seen[id] = true
+				orphans = append(orphans, id)
+			}
 		}
-	}
-	it.Close()
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("medium table: %w", err)
+		it.Close()
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("medium table: %w", err)
+		}
 	}
 	garbage := garbageMediums(cat)
 	if len(garbage) > 0 {
@@ -363,6 +368,8 @@ func (a *Array) elideMediums(ctx context.Context, ids []uint64) error {
 }
 
 func (a *Array) start() {
+	region := a.st.Log().Stats().RegionBytes
+	a.entryData = int(max(min(maxEntryData, region/8), 64<<10) / SectorSize * SectorSize)
 	free, total := a.st.Space()
 	a.capacity = plannableSegments(total, a.geo.Width())
 	a.updateSpace(free)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/shalestore/shale/core/cblock"
 	"github.com/shalestore/shale/core/pyramid"
@@ -145,8 +146,9 @@ func (a *Array) readRun(ctx context.Context, t []uint64, dst []byte) error {
 	if addr.Length <= 0 || addr.Length > cblock.MaxEncoded {
 		return fmt.Errorf("%w: block map names a cblock of %d bytes at %v", ErrIO, addr.Length, addr)
 	}
-	data := make([]byte, cblock.MaxLogical) // kept by the cache
-	n, found, err := a.pend.decode(addr, data)
+	scratch := getBuf(cblock.MaxLogical)
+	defer putBuf(scratch)
+	n, found, err := a.pend.decode(addr, scratch)
 	if !found {
 		enc := getBuf(int(addr.Length))
 		var bad []segment.BadUnit
@@ -155,7 +157,7 @@ func (a *Array) readRun(ctx context.Context, t []uint64, dst []byte) error {
 			a.stats.degradedReads.Add(1)
 		}
 		if err == nil {
-			n, err = cblock.Decode(data, enc)
+			n, err = cblock.Decode(scratch, enc)
 		}
 		putBuf(enc)
 	}
@@ -165,8 +167,10 @@ func (a *Array) readRun(ctx context.Context, t []uint64, dst []byte) error {
 	if to > uint64(n) {
 		return fmt.Errorf("%w: block map reads sectors %d..%d of a cblock of %d bytes at %v", ErrIO, from/SectorSize, to/SectorSize, n, addr)
 	}
-	copy(dst, data[from:to])
-	a.cache.Set(key, &cachedCblock{addr: addr, data: data[:n]}, int64(n))
+	copy(dst, scratch[from:to])
+	// The cache keeps its own copy, exactly the cblock's size, so its
+	// byte bound is the memory it holds.
+	a.cache.Set(key, &cachedCblock{addr: addr, data: slices.Clone(scratch[:n])}, int64(n))
 	return nil
 }
 

@@ -18,6 +18,10 @@ const (
 	attachItemHeader = 20
 )
 
+// maxEntryData bounds the logical bytes of one NVRAM entry (its cblocks
+// are at most this plus headers); smaller on a small NVRAM (see start).
+const maxEntryData = 4 << 20
+
 // writeCtx is one write's scratch: the batch and the attachment it
 // builds. Pooled, so a write allocates nothing in steady state.
 type writeCtx struct {
@@ -107,13 +111,20 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 		w.attach = w.attach[:0]
 		writePool.Put(w)
 	}()
-	if err := a.buildWrite(ctx, w, m, uint64(off/SectorSize), p); err != nil {
-		return err
-	}
-	a.hook(CrashWriteAppended)
-	if _, err := a.db.Persist(ctx, &w.b); err != nil {
-		a.stats.writeErrors.Add(1)
-		return fmt.Errorf("%s: write at %d: %w: %w", v.vs.name, off, ErrIO, err)
+	// One NVRAM entry per maxEntryData bytes: a large write need not fit
+	// the log whole (a block device promises no atomicity beyond a
+	// sector; each chunk is atomic).
+	for done := 0; done < len(p); done += a.entryData {
+		chunk := p[done:min(len(p), done+a.entryData)]
+		w.b.Reset()
+		if err := a.buildWrite(ctx, w, m, uint64((off+int64(done))/SectorSize), chunk); err != nil {
+			return err
+		}
+		a.hook(CrashWriteAppended)
+		if _, err := a.db.Persist(ctx, &w.b); err != nil {
+			a.stats.writeErrors.Add(1)
+			return fmt.Errorf("%s: write at %d: %w: %w", v.vs.name, off+int64(done), ErrIO, err)
+		}
 	}
 	a.stats.writes.Add(1)
 	a.stats.writeBytes.Add(int64(len(p)))

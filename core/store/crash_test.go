@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shalestore/shale/core/nvlog"
 	"github.com/shalestore/shale/core/segment"
 )
 
@@ -472,7 +473,7 @@ func TestCrashPoints(t *testing.T) {
 			})
 		}
 	}
-	for _, p := range []string{PointRecoverScanned, PointRecoverMounted, "boot.copy-written", "open-tail-cleared"} {
+	for _, p := range []string{PointRecoverScanned, PointRecoverMounted, "boot.copy-written", nvlog.CrashOpenTailCleared, nvlog.CrashOpenSessionWritten} {
 		t.Run("recovery/"+p, func(t *testing.T) {
 			h := newHarness(t, uint64(len(p)))
 			h.create(ctx)

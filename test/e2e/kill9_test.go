@@ -49,7 +49,7 @@ type kill9Write struct {
 // TestKill9 kills the server with SIGKILL while crashwriter.py keeps
 // 16 writes of 512 B to 32 KiB in flight (half compressible, overlapping
 // often), restarts it on the same drives and reads the whole volume back
-// with nbdcopy, -crash.iterations times (50 by default). Every sector must
+// with nbdcopy, -kill9.iterations times (50 by default). Every sector must
 // hold a version some write really put there, and no write the server
 // acknowledged may be lost: a sector may show an older value only if no
 // acknowledged write to it was issued after that value's write completed

@@ -94,7 +94,7 @@ func planShortcut(m, sectors uint64, written [][2]uint64, below []mtRun, maxRuns
 func (a *Array) shortcutRuns(ctx context.Context, m, sectors uint64) ([]mtRun, error) {
 	over := []mtRun{{start: 0, len: sectors, target: m, off: 0}}
 	var written [][2]uint64
-	it := a.bm.NewIter(ctx, pyramid.IterOptions{Lower: []uint64{m}, Upper: []uint64{m + 1}})
+	it := a.bm.NewIter(ctx, pyramid.IterOptions{Lower: []uint64{m, 0}, Upper: []uint64{m + 1}})
 	for it.Next() {
 		t := it.Tuple()
 		s, e := t[pyramid.BMLBA], t[pyramid.BMLBA]+t[pyramid.BMLen]
@@ -113,7 +113,7 @@ func (a *Array) shortcutRuns(ctx context.Context, m, sectors uint64) ([]mtRun, e
 		return nil, err
 	}
 	var below []mtRun
-	it = a.mt.NewIter(ctx, pyramid.IterOptions{Lower: []uint64{m}, Upper: []uint64{m + 1}})
+	it = a.mt.NewIter(ctx, pyramid.IterOptions{Lower: []uint64{m, 0}, Upper: []uint64{m + 1}})
 	for it.Next() {
 		t := it.Tuple()
 		if len(below) >= maxShortcutRuns {
@@ -145,7 +145,7 @@ func (a *Array) insertRuns(b *pyramid.Batch, id uint64, runs []mtRun, status uin
 
 // freezeRuns adds m's medium-table runs again with status RO.
 func (a *Array) freezeRuns(ctx context.Context, b *pyramid.Batch, m uint64) error {
-	it := a.mt.NewIter(ctx, pyramid.IterOptions{Lower: []uint64{m}, Upper: []uint64{m + 1}})
+	it := a.mt.NewIter(ctx, pyramid.IterOptions{Lower: []uint64{m, 0}, Upper: []uint64{m + 1}})
 	defer it.Close()
 	for it.Next() {
 		t := it.Tuple()

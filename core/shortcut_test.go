@@ -1,7 +1,9 @@
 package core
 
 import (
+	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 
@@ -92,5 +94,65 @@ func TestShortcutChain(t *testing.T) {
 	e.restart()
 	if err := e.volume("vol").ReadAt(e.ctx, got, 8192); err != nil || string(got[:len(data)]) != string(data) {
 		t.Fatalf("after deleting the snapshots: %q %v", got[:len(data)], err)
+	}
+}
+
+// TestSnapshotsManyLayers takes snapshot after snapshot with writes in
+// between and metadata flushed to pages now and then, checking every
+// snapshot at once against the model (shortcut plans read whole medium
+// tables and block maps, across many pages).
+func TestSnapshotsManyLayers(t *testing.T) {
+	e := newSimEnv(t, simConfig{seed: 8})
+	const size = 1 << 20
+	if _, err := e.a.CreateVolume(e.ctx, "vol", size); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(8, 8))
+	model := make([]byte, size)
+	snaps := map[string][]byte{}
+	check := func(name string, want []byte) {
+		t.Helper()
+		got := make([]byte, size)
+		if err := e.volume(name).ReadAt(e.ctx, got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s differs from the model", name)
+		}
+	}
+	for i := range 80 {
+		for range 12 {
+			off := int64(rng.IntN(size/512-64)) * 512
+			p := make([]byte, (1+rng.IntN(64))*512)
+			fillData(rng, p, false)
+			if err := e.volume("vol").WriteAt(e.ctx, p, off); err != nil {
+				t.Fatal(err)
+			}
+			copy(model[off:], p)
+		}
+		if i%2 == 1 {
+			if err := e.a.db.Flush(e.ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		name := fmt.Sprint("s", i)
+		if _, err := e.a.CreateSnapshot(e.ctx, "vol", name); err != nil {
+			t.Fatal(err)
+		}
+		snaps["vol@"+name] = bytes.Clone(model)
+		check("vol", model)
+		check("vol@"+name, model)
+		if i%7 == 6 { // delete an older snapshot: its medium stays, hidden
+			old := fmt.Sprint("vol@s", i-5)
+			if err := e.a.DeleteSnapshot(e.ctx, old); err != nil {
+				t.Fatal(err)
+			}
+			delete(snaps, old)
+		}
+	}
+	e.restart()
+	check("vol", model)
+	for n, want := range snaps {
+		check(n, want)
 	}
 }

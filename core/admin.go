@@ -285,16 +285,20 @@ func (a *Array) CreateSnapshot(ctx context.Context, volume, snap string) (Volume
 	}
 	old := vs.medium
 	mi, _ := next.medium(old)
-	om := next.Mediums[mi]
 	id := next.NextMedium
 	sectors := uint64(vs.size / SectorSize)
-	// Facts: the old medium is frozen (its medium-table run again, RO), the
-	// new one lies over it.
+	// Facts: the old medium is frozen (its medium-table runs again, RO),
+	// the new one lies over it, with shortcuts past what it never wrote.
+	// Writers are held off (vs.mu), so the old medium is already frozen.
 	var b pyramid.Batch
-	if err := b.Insert(a.mt, old, 0, om.Sectors, om.Parent, 0, pyramid.MediumRO); err != nil {
-		return VolumeInfo{}, err
+	if err := a.freezeRuns(ctx, &b, old); err != nil {
+		return VolumeInfo{}, metaErr(err)
 	}
-	if err := b.Insert(a.mt, id, 0, sectors, old, 0, pyramid.MediumRW); err != nil {
+	runs, err := a.shortcutRuns(ctx, old, sectors)
+	if err != nil {
+		return VolumeInfo{}, metaErr(err)
+	}
+	if err := a.insertRuns(&b, id, runs, pyramid.MediumRW); err != nil {
 		return VolumeInfo{}, err
 	}
 	if err := a.persistFacts(ctx, &b); err != nil {
@@ -389,8 +393,12 @@ func (a *Array) Clone(ctx context.Context, snapshot, volume string) (VolumeInfo,
 	s := next.Snapshots[si]
 	id := next.NextMedium
 	sectors := uint64(s.Size / SectorSize)
+	runs, err := a.shortcutRuns(ctx, s.Medium, sectors)
+	if err != nil {
+		return VolumeInfo{}, metaErr(err)
+	}
 	var b pyramid.Batch
-	if err := b.Insert(a.mt, id, 0, sectors, s.Medium, 0, pyramid.MediumRW); err != nil {
+	if err := a.insertRuns(&b, id, runs, pyramid.MediumRW); err != nil {
 		return VolumeInfo{}, err
 	}
 	if err := a.persistFacts(ctx, &b); err != nil {

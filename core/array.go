@@ -422,6 +422,10 @@ func (a *Array) abandon() {
 	a.wg.Wait()
 	a.db.Close()
 	a.cache.Close()
+	// Closing the store stops its goroutines (which hold the array through
+	// OnFlush); on dead devices it may never return, so it is not waited
+	// for.
+	go a.st.Close(context.Background())
 }
 
 // onFlush is the store's report of a durable segio (flusher goroutine,

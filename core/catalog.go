@@ -38,8 +38,10 @@ type catSnapshot struct {
 	Created time.Time `json:"created"`
 }
 
-// catMedium is one medium: its medium-table run [0, Sectors) maps to
-// Parent (0: none) at offset 0.
+// catMedium is one medium: created over Parent (0: none) with Sectors
+// sectors. Its medium-table runs map to Parent or, through shortcuts, to
+// Parent's own targets (all ancestors of Parent), so keeping Parent alive
+// keeps every medium it reads alive.
 type catMedium struct {
 	ID      uint64 `json:"id"`
 	Parent  uint64 `json:"parent,omitempty"`

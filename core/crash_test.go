@@ -94,6 +94,9 @@ func crashAt(t *testing.T, point string, nth int) {
 				break
 			}
 			m["vol@"+name] = bytes.Clone(m["vol"])
+			if *long && !matchesNow(t, e, m) {
+				t.Fatalf("op %d: snapshot %s differs from the model at once", i, name)
+			}
 		default:
 			var snaps []string
 			for n := range m {
@@ -117,6 +120,9 @@ func crashAt(t *testing.T, point string, nth int) {
 		}
 	}
 	if !isCut() {
+		if maybe == nil && !matchesNow(t, e, m) {
+			t.Fatalf("without a cut, contents differ from the model")
+		}
 		t.Skipf("crash point %s hit %d times, fewer than %d", point, count, nth)
 	}
 	e.cutOnly()
@@ -129,6 +135,7 @@ func crashAt(t *testing.T, point string, nth int) {
 			names = append(names, s.Name)
 		}
 		if len(names) != len(m) {
+			t.Logf("names %v, model has %d", names, len(m))
 			return false
 		}
 		for _, n := range names {
@@ -141,6 +148,12 @@ func crashAt(t *testing.T, point string, nth int) {
 				t.Fatalf("read %s: %v", n, err)
 			}
 			if !bytes.Equal(got, want) {
+				i := 0
+				for got[i] == want[i] {
+					i++
+				}
+				t.Logf("%s differs first at byte %d (sector %d)", n, i, i/512)
+				t.Log(e.explain(e.a.vols[n].medium, uint64(i/512)))
 				return false
 			}
 		}
@@ -195,4 +208,24 @@ func TestOrphanMedium(t *testing.T) {
 	if _, err := e.a.CreateVolume(e.ctx, "y", 1<<20); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// matchesNow reports whether the array holds exactly m.
+func matchesNow(t *testing.T, e *simEnv, m map[string][]byte) bool {
+	t.Helper()
+	for n, want := range m {
+		got := make([]byte, len(want))
+		if err := e.volume(n).ReadAt(e.ctx, got, 0); err != nil {
+			t.Fatalf("read %s: %v", n, err)
+		}
+		if !bytes.Equal(got, want) {
+			i := 0
+			for got[i] == want[i] {
+				i++
+			}
+			t.Logf("%s differs first at byte %d (sector %d)", n, i, i/512)
+			return false
+		}
+	}
+	return true
 }

@@ -84,7 +84,7 @@ func TestDegradedReads(t *testing.T) {
 // acknowledged reads back, metadata operations and reads go on, and a
 // restart works.
 func TestNoSpace(t *testing.T) {
-	e := newSimEnv(t, simConfig{seed: 9, drives: 6, driveBytes: 16 << 20, nvramBytes: 8 << 20})
+	e := newSimEnv(t, simConfig{seed: 9, drives: 6, driveBytes: 12 << 20, nvramBytes: 8 << 20})
 	if _, err := e.a.CreateVolume(e.ctx, "vol", 256<<20); err != nil {
 		t.Fatal(err)
 	}

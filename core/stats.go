@@ -52,7 +52,7 @@ func (a *Array) Stats() Stats {
 	for _, m := range cat.Mediums {
 		local := map[segment.Addr]bool{}
 		var s SpaceStats
-		it := a.bm.NewIter(ctx, pyramid.IterOptions{Lower: []uint64{m.ID}, Upper: []uint64{m.ID + 1}})
+		it := a.bm.NewIter(ctx, pyramid.IterOptions{Lower: []uint64{m.ID, 0}, Upper: []uint64{m.ID + 1}})
 		for it.Next() {
 			t := it.Tuple()
 			if k := t[pyramid.BMKind]; k != pyramid.KindData && k != pyramid.KindDup {

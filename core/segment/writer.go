@@ -24,12 +24,14 @@ const (
 	// PointSegioEncoded: content map, checksums and parity computed; no unit
 	// written yet.
 	PointSegioEncoded = "segio.encoded"
-	// PointUnitWritten: one write unit written (not yet synced).
+	// PointUnitWritten: one write unit written (not yet synced). The
+	// previous segio may still be syncing (see MaxUnsyncedSegios).
 	PointUnitWritten = "segio.unit-written"
-	// PointSegioWritten: every unit written, none synced.
+	// PointSegioWritten: every unit written, none synced by this segio's
+	// syncs yet.
 	PointSegioWritten = "segio.written"
 	// PointSegioSynced: every drive synced; the segio is durable but not yet
-	// reported.
+	// reported. The next segio may be being written.
 	PointSegioSynced = "segio.synced"
 	// PointSegioReported: OnFlush returned.
 	PointSegioReported = "segio.reported"
@@ -87,8 +89,18 @@ type WriterOptions struct {
 	// Append blocks beyond it. Default 2.
 	MaxPendingSegios int
 	// MaxWritingDrives bounds how many drives of a stripe are written at
-	// once (paper §4.4). Default 2.
+	// once (paper §4.4): write units in flight (WriteAt calls) per segio.
+	// Syncs are not counted: they flush what was already written. Default
+	// 2.
 	MaxWritingDrives int
+	// MaxUnsyncedSegios bounds how many segios are written but not yet
+	// durable: 1 writes a segio only after the previous one is synced; 2
+	// (the default) writes segio N+1 while segio N syncs, so the syncs'
+	// latency overlaps the next writes. Reports (OnFlush, Flush) stay in
+	// order: N+1 is reported only after N. Values above MaxUnsynced are
+	// lowered to it: recovery verifies the last MaxUnsynced segios written
+	// and relies on nothing older being torn.
+	MaxUnsyncedSegios int
 	// CrashHook, if set, is called at each named crash point. It may be
 	// called from several goroutines at once.
 	CrashHook func(point string)
@@ -96,14 +108,27 @@ type WriterOptions struct {
 	Logger *slog.Logger
 }
 
+// MaxUnsynced is the most segios a Writer leaves written but not yet
+// synced at once, whatever its options: after a crash only the last
+// MaxUnsynced segios written (in write order, across segment boundaries)
+// can be torn or missing; every segio before them is durable.
+const MaxUnsynced = 2
+
 // WriterStats are counters of a Writer.
 type WriterStats struct {
 	Appends, AppendBytes, SegiosFlushed, UnitsWritten, UnitsFailed, SegmentsOpened atomic.Int64
 }
 
 // Writer appends cblocks and log records to segments. Append may be called
-// from many goroutines; flushing runs on one goroutine of its own, one segio
-// after another, so segios become durable in address order.
+// from many goroutines. Sealed segios go through three stages, each a
+// goroutine of its own: encode (content map, checksums, parity), write (the
+// units, at most MaxWritingDrives at once) and sync (every drive written,
+// then OnFlush). The stages overlap across segios, so segio N+1 is encoded
+// and written while segio N syncs; segios are written, made durable and
+// reported in address order.
+//
+// INVARIANT: at most MaxUnsynced segios are written but not durable; a
+// segio is reported only after every segio before it.
 type Writer struct {
 	d    *Drives
 	opts WriterOptions
@@ -123,9 +148,13 @@ type Writer struct {
 	appended bool
 
 	queue   chan *segio // sealed, to the encoder
-	encoded chan *segio // encoded, to the flusher
-	free    chan *segio
-	done    chan struct{}
+	encoded chan *segio // encoded, to the write stage
+	written chan *segio // written, to the sync stage
+	// unsynced holds one token per segio between the start of its writes
+	// and its report: at most MaxUnsyncedSegios.
+	unsynced chan struct{}
+	free     chan *segio
+	done     chan struct{}
 
 	fmu      sync.Mutex
 	flushedN uint64
@@ -151,6 +180,10 @@ type segio struct {
 	restored     bool
 	n            uint64 // sealed order
 	encErr       error
+	// Write stage results, read by the sync stage after the hand-off.
+	werr error  // the write stage did not write (encoding failed, or the writer had failed)
+	good []bool // per member: unit written
+	bad  []int  // drives whose unit could not be written
 }
 
 // NewWriter starts a writer on d. Close it to stop its flusher.
@@ -164,11 +197,16 @@ func NewWriter(d *Drives, opts WriterOptions) (*Writer, error) {
 	if opts.MaxWritingDrives <= 0 {
 		opts.MaxWritingDrives = 2
 	}
+	if opts.MaxUnsyncedSegios <= 0 || opts.MaxUnsyncedSegios > MaxUnsynced {
+		opts.MaxUnsyncedSegios = MaxUnsynced
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	w := &Writer{d: d, opts: opts, wake: make(chan struct{}), done: make(chan struct{}),
-		queue: make(chan *segio, opts.MaxPendingSegios), encoded: make(chan *segio), free: make(chan *segio, opts.MaxPendingSegios+3)}
+		queue: make(chan *segio, opts.MaxPendingSegios), encoded: make(chan *segio),
+		written: make(chan *segio, opts.MaxUnsyncedSegios), unsynced: make(chan struct{}, opts.MaxUnsyncedSegios),
+		free: make(chan *segio, opts.MaxPendingSegios+opts.MaxUnsyncedSegios+2)}
 	g := d.Geometry
 	if g.Parity > 0 {
 		enc, err := reedsolomon.New(g.Data, g.Parity, reedsolomon.WithAutoGoroutines(int(g.BodySize())))
@@ -184,7 +222,8 @@ func NewWriter(d *Drives, opts WriterOptions) (*Writer, error) {
 		w.pos, w.havePos = Position{Layout: opts.Start.Layout.Clone(), Segio: opts.Start.Segio}, true
 	}
 	go w.encoder()
-	go w.flusher()
+	go w.writeStage()
+	go w.syncStage()
 	return w, nil
 }
 
@@ -201,7 +240,7 @@ func (w *Writer) getBuf() *segio {
 	default:
 	}
 	g := w.d.Geometry
-	s := &segio{shards: make([][]byte, g.Width())}
+	s := &segio{shards: make([][]byte, g.Width()), good: make([]bool, g.Width())}
 	for i := range s.shards {
 		s.shards[i] = backend.AlignedBuffer(int(g.WriteUnit))
 	}
@@ -480,15 +519,37 @@ func (w *Writer) encoder() {
 	}
 }
 
-func (w *Writer) flusher() {
-	defer close(w.done)
+// writeStage writes sealed, encoded segios one after another and hands
+// each to the sync stage. It starts writing a segio once fewer than
+// MaxUnsyncedSegios are unsynced, so segio N+1 is written while N syncs.
+func (w *Writer) writeStage() {
+	defer close(w.written)
 	for s := range w.encoded {
+		w.unsynced <- struct{}{}
+		w.fmu.Lock()
+		failed := w.flushErr
+		w.fmu.Unlock()
+		s.werr = s.encErr
+		if s.werr == nil && failed != nil {
+			s.werr = failed
+		}
+		if s.werr == nil {
+			w.write(s)
+		}
+		w.written <- s
+	}
+}
+
+// syncStage syncs written segios in order and reports each once durable.
+func (w *Writer) syncStage() {
+	defer close(w.done)
+	for s := range w.written {
 		w.fmu.Lock()
 		failed := w.flushErr != nil
 		w.fmu.Unlock()
-		err := s.encErr
+		err := s.werr
 		if !failed && err == nil {
-			err = w.flush(s)
+			err = w.syncAndReport(s)
 		}
 		w.fmu.Lock()
 		if err != nil && w.flushErr == nil {
@@ -508,6 +569,7 @@ func (w *Writer) flusher() {
 			}
 			w.mu.Unlock()
 		}
+		<-w.unsynced
 		w.putBuf(s)
 	}
 }
@@ -558,24 +620,24 @@ func crc32Update(c uint32, b []byte) uint32 {
 	return crc32Castagnoli(c, b)
 }
 
-// flush writes s to its drives and syncs them.
-func (w *Writer) flush(s *segio) error {
+// write writes s's units to its drives, at most MaxWritingDrives at
+// once, recording in s which were written and which drives failed.
+func (w *Writer) write(s *segio) {
 	ctx := context.Background()
-	g := w.d.Geometry
 	w.hook(PointSegioEncoded)
 	var (
-		mu   sync.Mutex
-		bad  []int
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, w.opts.MaxWritingDrives)
-		good = make([]bool, len(s.lay.Members))
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, w.opts.MaxWritingDrives)
 	)
+	s.bad = s.bad[:0]
+	clear(s.good)
 	for i, m := range s.lay.Members {
 		if w.d.Failed(m.Drive) {
 			// Under mu: write goroutines started earlier in this loop
 			// may be appending too.
 			mu.Lock()
-			bad = append(bad, m.Drive)
+			s.bad = append(s.bad, m.Drive)
 			mu.Unlock()
 			continue
 		}
@@ -590,20 +652,33 @@ func (w *Writer) flush(s *segio) error {
 				w.Stats.UnitsFailed.Add(1)
 				w.opts.Logger.Warn("write unit failed", "segment", s.lay.Segment, "segio", s.index, "drive", m.Drive, "err", err)
 				mu.Lock()
-				bad = append(bad, m.Drive)
+				s.bad = append(s.bad, m.Drive)
 				mu.Unlock()
 				return
 			}
 			w.Stats.UnitsWritten.Add(1)
-			good[i] = true
+			s.good[i] = true
 			w.hook(PointUnitWritten)
 		}()
 	}
 	wg.Wait()
 	w.hook(PointSegioWritten)
-	var serr error
+}
+
+// syncAndReport syncs the drives s was written to and reports s durable.
+// REQUIRES: every segio before s is reported (the sync stage runs them in
+// order).
+func (w *Writer) syncAndReport(s *segio) error {
+	ctx := context.Background()
+	g := w.d.Geometry
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		serr error
+	)
+	bad := s.bad
 	for i, m := range s.lay.Members {
-		if !good[i] {
+		if !s.good[i] {
 			continue
 		}
 		wg.Add(1)
@@ -611,7 +686,6 @@ func (w *Writer) flush(s *segio) error {
 			defer wg.Done()
 			if err := w.d.Devs[m.Drive].Sync(ctx); err != nil {
 				mu.Lock()
-				good[i] = false
 				bad = append(bad, m.Drive)
 				serr = err
 				mu.Unlock()
@@ -626,6 +700,8 @@ func (w *Writer) flush(s *segio) error {
 	w.hook(PointSegioSynced)
 	w.Stats.SegiosFlushed.Add(1)
 	if w.opts.OnFlush != nil {
+		// A copy: s.bad is reused with s's buffers.
+		bad = slices.Clone(bad)
 		slices.Sort(bad)
 		w.opts.OnFlush(Flushed{Segment: s.lay.Segment, Segio: s.index, SeqLo: s.seqLo, SeqHi: s.seqHi,
 			Entries: len(s.entries), Bad: bad, Last: s.index == g.SegiosPerAU()-1})

@@ -11,10 +11,12 @@
 # goes first, REPEATS times. It prints the median MB/s of each and the
 # ratio Go/fio as a Markdown table.
 #
-# Queue-depth-32 workloads also run the Go benchmark at GOMAXPROCS=32 (one P
-# per in-flight I/O, as fio has one process per job): with few Ps, a
-# goroutine blocked in pread holds its P until the runtime's sysmon takes
-# it back, which limits how many I/Os Go keeps in flight.
+# The Go benchmark runs with the GOMAXPROCS that cmd/shale runs with
+# (backend.SetIOProcs, called by the test binaries' TestMain: at least
+# backend.MinIOProcs). Queue-depth-32 workloads also run it at GOMAXPROCS =
+# the CPU count, the runtime's default, to show what that floor buys: with
+# few Ps, a goroutine blocked in pread holds its P until the runtime's
+# sysmon takes it back, which limits how many I/Os Go keeps in flight.
 #
 # Usage: bench/device-vs-fio.sh            (as root for the loop device)
 # Environment: REPEATS (3), RUNTIME seconds per run (3), SIZE_MIB per
@@ -96,33 +98,38 @@ run_fio() { # target-path rw bs qd -> MB/s
 		python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f" % ((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/1e6))'
 }
 
-run_go() { # target name cpus -> MB/s
-	local target=$1 name=$2 cpus=$3 out
+run_go() { # target name cpus ("" = the test binary's own, as cmd/shale) -> MB/s GOMAXPROCS
+	local target=$1 name=$2 cpus=$3 out cpuflag=()
+	[[ -n $cpus ]] && cpuflag=(-test.cpu="$cpus")
 	if [[ $target == file ]]; then
 		out=$("$work/file.test" -test.run '^$' -test.bench "^BenchmarkFileDirect\$/^$name\$" \
-			-test.benchtime="${RUNTIME}s" -test.cpu="$cpus" -bench.path="$work/drive.img")
+			-test.benchtime="${RUNTIME}s" "${cpuflag[@]}" -bench.path="$work/drive.img")
 	else
 		out=$("$work/nvme.test" -test.run '^$' -test.bench "^BenchmarkNvmeLoop\$/^$name\$" \
-			-test.benchtime="${RUNTIME}s" -test.cpu="$cpus" -bench.dev="$loopdev")
+			-test.benchtime="${RUNTIME}s" "${cpuflag[@]}" -bench.dev="$loopdev")
 	fi
-	awk '/^Benchmark/ { for (i = 1; i <= NF; i++) if ($i == "MB/s") print $(i-1) }' <<<"$out"
+	# the name's -N suffix is the GOMAXPROCS the benchmark ran with
+	awk '/^Benchmark/ { n = split($1, p, "-"); for (i = 1; i <= NF; i++) if ($i == "MB/s") print $(i-1), p[n] }' <<<"$out"
 }
 
 path_of() { [[ $1 == file ]] && echo "$work/drive.img" || echo "$loopdev"; }
 
 results="$work/results.tsv" # target workload tool value
 ncpu=$(nproc)
+procs="" # GOMAXPROCS of the test binaries left to themselves, from their first run
 for ((r = 1; r <= REPEATS; r++)); do
 	for target in "${targets[@]}"; do
 		for w in "${workloads[@]}"; do
 			read -r name rw bs qd <<<"$w"
-			tools=(fio "go-$ncpu")
-			[[ $qd -gt 1 && $ncpu -ne 32 ]] && tools+=(go-32)
-			if ((r % 2 == 0)); then tools=("${tools[@]:1}" fio); fi # alternate order
+			tools=(fio go)
+			[[ $qd -gt 1 && $procs != "$ncpu" ]] && tools+=(go-ncpu)
+			k=$(((r - 1) % ${#tools[@]})) # rotate which goes first
+			tools=("${tools[@]:k}" "${tools[@]:0:k}")
 			for tool in "${tools[@]}"; do
 				case $tool in
 				fio) v=$(run_fio "$(path_of "$target")" "$rw" "$bs" "$qd") ;;
-				go-*) v=$(run_go "$target" "$name" "${tool#go-}") ;;
+				go) read -r v procs < <(run_go "$target" "$name" "") ;;
+				go-ncpu) read -r v _ < <(run_go "$target" "$name" "$ncpu") ;;
 				esac
 				printf '%s\t%s\t%s\t%s\n' "$target" "$name" "$tool" "$v" >>"$results"
 				echo "# run $r $target $name $tool: $v MB/s (load $(cut -d" " -f1 /proc/loadavg))" >&2
@@ -132,10 +139,10 @@ for ((r = 1; r <= REPEATS; r++)); do
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg) (includes this script's own jobs blocked in I/O)"
 
-python3 - "$results" "$ncpu" <<'EOF'
+python3 - "$results" "$ncpu" "$procs" <<'EOF'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
-ncpu = sys.argv[2]
+ncpu, procs = sys.argv[2], sys.argv[3]
 runs = {}
 for target, name, tool, v in rows:
     runs.setdefault((target, name, tool), []).append(float(v))
@@ -149,15 +156,15 @@ def cell(key):
 print()
 print("MB/s: median (min-max) of the repeats; ratios are of medians.")
 print()
-print(f"| target | workload | fio | Go, GOMAXPROCS={ncpu} | Go/fio | Go, GOMAXPROCS=32 | Go/fio |")
+print(f"| target | workload | fio | Go, GOMAXPROCS={procs} (as shale) | Go/fio | Go, GOMAXPROCS={ncpu} (= CPUs) | Go/fio |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for target, name in order:
     f, fs = cell((target, name, "fio"))
-    g, gs = cell((target, name, f"go-{ncpu}"))
+    g, gs = cell((target, name, "go"))
     cells = [target, name, fs, gs, f"{g / f:.2f}"]
-    if (target, name, "go-32") in runs:
-        g32, g32s = cell((target, name, "go-32"))
-        cells += [g32s, f"{g32 / f:.2f}"]
+    if (target, name, "go-ncpu") in runs:
+        gn, gns = cell((target, name, "go-ncpu"))
+        cells += [gns, f"{gn / f:.2f}"]
     else:
         cells += ["", ""]
     print("| " + " | ".join(cells) + " |")

@@ -76,8 +76,13 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// TestMain raises GOMAXPROCS as cmd/shale does (backend.SetIOProcs), so
+// the benchmarks measure the backend the way the server runs it; an
+// explicit -test.cpu list (or the GOMAXPROCS environment variable) still
+// wins, for sweeps.
 func TestMain(m *testing.M) {
 	flag.Parse()
+	backend.SetIOProcs()
 	if !testing.Verbose() {
 		slog.SetDefault(slog.New(slog.DiscardHandler))
 	}

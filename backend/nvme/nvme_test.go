@@ -26,8 +26,13 @@ var (
 	benchSize = flag.Int64("bench.size", 256<<20, "size of the temporary benchmark loop device")
 )
 
+// TestMain raises GOMAXPROCS as cmd/shale does (backend.SetIOProcs), so
+// the benchmarks measure the backend the way the server runs it; an
+// explicit -test.cpu list (or the GOMAXPROCS environment variable) still
+// wins, for sweeps.
 func TestMain(m *testing.M) {
 	flag.Parse()
+	backend.SetIOProcs()
 	if !testing.Verbose() {
 		slog.SetDefault(slog.New(slog.DiscardHandler))
 	}

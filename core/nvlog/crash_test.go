@@ -340,7 +340,7 @@ func TestCrashPoints(t *testing.T) {
 		seeds = 100
 	}
 	for _, point := range CrashPoints {
-		if point == CrashFormatFirstCopy || point == CrashOpenTailCleared {
+		if !workloadPoint(point) {
 			continue // TestCrashFormat, TestCrashOpen
 		}
 		t.Run(point, func(t *testing.T) {
@@ -372,9 +372,7 @@ func TestCrashRandom(t *testing.T) {
 	if *long {
 		seeds = 2000
 	}
-	points := slices.DeleteFunc(slices.Clone(CrashPoints), func(p string) bool {
-		return p == CrashFormatFirstCopy || p == CrashOpenTailCleared
-	})
+	points := slices.DeleteFunc(slices.Clone(CrashPoints), func(p string) bool { return !workloadPoint(p) })
 	for s := range seeds {
 		seed := uint64(s) + 77
 		rng := rand.New(rand.NewPCG(seed, 2))
@@ -461,16 +459,22 @@ func TestCrashFormat(t *testing.T) {
 	}
 }
 
+// workloadPoint says whether a crash point is reached while a workload
+// runs (not in Format or Open).
+func workloadPoint(p string) bool {
+	return p != CrashFormatFirstCopy && p != CrashOpenTailCleared && p != CrashOpenSessionWritten
+}
+
 // TestCrashOpen cuts power during recovery itself (after Open cleared the
-// tail, before its sync), following a first cut in mid-workload.
+// tail, or wrote the superblock of its session, before the sync),
+// following a first cut in mid-workload.
 func TestCrashOpen(t *testing.T) {
 	seeds := 6
 	if *long {
 		seeds = 200
 	}
-	points := slices.DeleteFunc(slices.Clone(CrashPoints), func(p string) bool {
-		return p == CrashFormatFirstCopy || p == CrashOpenTailCleared
-	})
+	points := slices.DeleteFunc(slices.Clone(CrashPoints), func(p string) bool { return !workloadPoint(p) })
+	openPoints := []string{CrashOpenTailCleared, CrashOpenSessionWritten}
 	for s := range seeds {
 		seed := uint64(s) + 5000
 		rng := rand.New(rand.NewPCG(seed, 4))
@@ -486,8 +490,9 @@ func TestCrashOpen(t *testing.T) {
 		}
 		var again crashable
 		o := crashOpts()
+		openPoint := openPoints[s%len(openPoints)]
 		o.CrashHook = func(p string) {
-			if p == CrashOpenTailCleared {
+			if p == openPoint {
 				again = after.cut(t)
 			}
 		}

@@ -16,10 +16,15 @@ const (
 	// regionOff is where the circular log region starts.
 	regionOff = 2 * superSlotBytes
 
-	superMagic   = 0x53564e53 // "SNVS" little-endian
-	batchMagic   = 0x42564e53 // "SNVB" little-endian
-	superVersion = 1
-	batchVersion = 1
+	superMagic = 0x53564e53 // "SNVS" little-endian
+	batchMagic = 0x42564e53 // "SNVB" little-endian
+	// superVersion and batchVersion are what this code writes. Version 1
+	// (before sessions) is read too: its session fields lie in bytes that
+	// version 1 requires to be zero, so a version-1 image reads as one
+	// whose every superblock and batch has session 0.
+	superVersion = 2
+	batchVersion = 2
+	oldVersion   = 1
 
 	// superBytes is the part of a slot the superblock uses (the rest is
 	// zero and ignored, so a later version may grow into it).
@@ -41,7 +46,8 @@ func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 // superblock is the decoded form of one superblock copy.
 //
 // INVARIANT (checked by decodeSuper): startSeq ≥ 1, startSeq-1 ≤ trimSeq ≤
-// lastSeq, startPos is a block-aligned offset inside the region.
+// lastSeq, startPos is a block-aligned offset inside the region,
+// startSession ≤ session < 2^63.
 type superblock struct {
 	gen        uint64   // larger is newer; the two slots alternate
 	uuid       [16]byte // array identity, from Options.UUID
@@ -53,6 +59,12 @@ type superblock struct {
 	startPos   int64    // device offset where recovery starts reading batches
 	startSeq   uint64   // first seq of the batch expected at startPos
 	lastSeq    uint64   // highest durable seq when this copy was written
+	// session is the number of the last Open that wrote a superblock; no
+	// batch carries a larger one.
+	session uint64
+	// startSession is the smallest session the batch at startPos may
+	// carry (see the Recovery section of the package documentation).
+	startSession uint64
 }
 
 // Superblock field offsets.
@@ -71,7 +83,9 @@ const (
 	sbStartPos  = 80
 	sbStartSeq  = 88
 	sbLastSeq   = 96
-	sbReserved2 = 104
+	sbSession   = 104
+	sbStartSess = 112
+	sbReserved2 = 120
 	sbCRC       = 124
 )
 
@@ -93,6 +107,8 @@ func encodeSuper(b []byte, sb *superblock) {
 	le.PutUint64(b[sbStartPos:], uint64(sb.startPos))
 	le.PutUint64(b[sbStartSeq:], sb.startSeq)
 	le.PutUint64(b[sbLastSeq:], sb.lastSeq)
+	le.PutUint64(b[sbSession:], sb.session)
+	le.PutUint64(b[sbStartSess:], sb.startSession)
 	le.PutUint32(b[sbCRC:], crc(b[:sbCRC]))
 }
 
@@ -110,13 +126,15 @@ func decodeSuper(b []byte) (superblock, error) {
 	if got, want := le.Uint32(b[sbCRC:]), crc(b[:sbCRC]); got != want {
 		return sb, fmt.Errorf("superblock: checksum %#x, want %#x", got, want)
 	}
-	if v := le.Uint16(b[sbVersion:]); v != superVersion {
+	v := le.Uint16(b[sbVersion:])
+	if v != superVersion && v != oldVersion {
 		return sb, fmt.Errorf("superblock: unknown version %d", v)
 	}
 	if n := le.Uint16(b[sbLen:]); n != superBytes {
 		return sb, fmt.Errorf("superblock: length %d, want %d", n, superBytes)
 	}
-	if le.Uint32(b[sbReserved1:]) != 0 || !allZero(b[sbReserved2:sbCRC]) {
+	if le.Uint32(b[sbReserved1:]) != 0 || !allZero(b[sbReserved2:sbCRC]) ||
+		v == oldVersion && !allZero(b[sbSession:sbReserved2]) {
 		return sb, fmt.Errorf("superblock: reserved bytes not zero")
 	}
 	sb.gen = le.Uint64(b[sbGen:])
@@ -129,6 +147,8 @@ func decodeSuper(b []byte) (superblock, error) {
 	sb.startPos = int64(le.Uint64(b[sbStartPos:]))
 	sb.startSeq = le.Uint64(b[sbStartSeq:])
 	sb.lastSeq = le.Uint64(b[sbLastSeq:])
+	sb.session = le.Uint64(b[sbSession:])
+	sb.startSession = le.Uint64(b[sbStartSess:])
 
 	blk := int64(sb.blockBytes)
 	switch {
@@ -146,6 +166,8 @@ func decodeSuper(b []byte) (superblock, error) {
 		return sb, fmt.Errorf("superblock: start seq %d", sb.startSeq)
 	case sb.trimSeq < sb.startSeq-1 || sb.lastSeq < sb.trimSeq:
 		return sb, fmt.Errorf("superblock: seqs out of order: start %d trim %d last %d", sb.startSeq, sb.trimSeq, sb.lastSeq)
+	case sb.session >= 1<<63 || sb.startSession > sb.session:
+		return sb, fmt.Errorf("superblock: start session %d, session %d", sb.startSession, sb.session)
 	}
 	return sb, nil
 }
@@ -163,6 +185,7 @@ func allZero(b []byte) bool {
 type batchHeader struct {
 	logID    [16]byte
 	firstSeq uint64
+	session  uint64 // the Open session that wrote the batch
 	count    uint32 // entries, ≥ 1
 	bodyLen  uint32 // bytes of entries after the header
 	crc      uint32 // crc32c of header[0:60] ‖ body
@@ -177,7 +200,8 @@ const (
 	bhFirstSeq = 24
 	bhCount    = 32
 	bhBodyLen  = 36
-	bhReserved = 40
+	bhSession  = 40
+	bhReserved = 48
 	bhCRC      = 60
 )
 
@@ -192,7 +216,7 @@ func roundUp(n, a int64) int64 { return (n + a - 1) / a * a }
 // sealBatch fills in the header of a batch whose entries occupy
 // buf[batchHeaderBytes:n], zeroes the padding up to the block size and
 // returns the padded length. REQUIRES: cap(buf) ≥ batchBytes(n-64, blk).
-func sealBatch(buf []byte, n int, logID *[16]byte, firstSeq uint64, count int, blk int64) int {
+func sealBatch(buf []byte, n int, logID *[16]byte, session, firstSeq uint64, count int, blk int64) int {
 	padded := int(roundUp(int64(n), blk))
 	buf = buf[:padded]
 	clear(buf[n:padded])
@@ -205,6 +229,7 @@ func sealBatch(buf []byte, n int, logID *[16]byte, firstSeq uint64, count int, b
 	le.PutUint64(h[bhFirstSeq:], firstSeq)
 	le.PutUint32(h[bhCount:], uint32(count))
 	le.PutUint32(h[bhBodyLen:], uint32(n-batchHeaderBytes))
+	le.PutUint64(h[bhSession:], session)
 	clear(h[bhReserved:bhCRC])
 	c := crc32.Update(0, castagnoli, h[:bhCRC])
 	c = crc32.Update(c, castagnoli, buf[batchHeaderBytes:n])
@@ -224,17 +249,19 @@ func decodeBatchHeader(b []byte, maxBody int64) (batchHeader, error) {
 	if m := le.Uint32(b[bhMagic:]); m != batchMagic {
 		return h, fmt.Errorf("batch header: bad magic %#x", m)
 	}
-	if v := le.Uint16(b[bhVersion:]); v != batchVersion {
+	v := le.Uint16(b[bhVersion:])
+	if v != batchVersion && v != oldVersion {
 		return h, fmt.Errorf("batch header: unknown version %d", v)
 	}
 	if n := le.Uint16(b[bhLen:]); n != batchHeaderBytes {
 		return h, fmt.Errorf("batch header: length %d", n)
 	}
-	if !allZero(b[bhReserved:bhCRC]) {
+	if !allZero(b[bhReserved:bhCRC]) || v == oldVersion && !allZero(b[bhSession:bhReserved]) {
 		return h, fmt.Errorf("batch header: reserved bytes not zero")
 	}
 	copy(h.logID[:], b[bhLogID:bhLogID+16])
 	h.firstSeq = le.Uint64(b[bhFirstSeq:])
+	h.session = le.Uint64(b[bhSession:])
 	h.count = le.Uint32(b[bhCount:])
 	h.bodyLen = le.Uint32(b[bhBodyLen:])
 	h.crc = le.Uint32(b[bhCRC:])

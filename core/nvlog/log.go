@@ -22,6 +22,9 @@ type Log struct {
 	logID  [16]byte
 	uuid   [16]byte
 	blk    int64 // batch alignment, from the superblock
+	// session is this Open's session number, durable in the superblock
+	// before the first batch carrying it is written.
+	session uint64
 	// maxBatch bounds a batch's header+entries; maxEntry bounds len(entry);
 	// maxSingle bounds a single entry so its batch fits the region.
 	maxBatch, maxEntry, maxSingle int
@@ -37,19 +40,20 @@ type Log struct {
 	mu   sync.Mutex
 	cond *sync.Cond // on mu; the writer waits for entries, copies, space
 	// Guarded by mu:
-	open       *batch    // the batch entries join; never nil
-	spare      *batch    // the other buffer, nil while it is being written
-	queue      waitQueue // committers waiting for room in a batch, FIFO
-	nextSeq    uint64    // seq of the next entry to join
-	placedSeq  uint64    // seq after the last batch placed in the ring
-	durableSeq uint64    // every seq ≤ durableSeq is durable
-	trimSeq    uint64    // durable trim point
-	tailSeq    uint64    // startSeq of the durable superblock
-	ring       ring
-	locs       locQueue // live batches, oldest first; the newest may be in flight
-	waiting    bool     // writer waits for space
-	closed     bool
-	err        error // sticky failure; wraps ErrFailed
+	open        *batch    // the batch entries join; never nil
+	spare       *batch    // the other buffer, nil while it is being written
+	queue       waitQueue // committers waiting for room in a batch, FIFO
+	nextSeq     uint64    // seq of the next entry to join
+	placedSeq   uint64    // seq after the last batch placed in the ring
+	durableSeq  uint64    // every seq ≤ durableSeq is durable
+	trimSeq     uint64    // durable trim point
+	tailSeq     uint64    // startSeq of the durable superblock
+	tailSession uint64    // startSession of the durable superblock
+	ring        ring
+	locs        locQueue // live batches, oldest first; the newest may be in flight
+	waiting     bool     // writer waits for space
+	closed      bool
+	err         error // sticky failure; wraps ErrFailed
 
 	timer *time.Timer // MaxDelay wake-up of the writer
 
@@ -226,13 +230,17 @@ func geometry(dev backend.Device) (blk, regionLen int64, err error) {
 // Commit. It reads both superblock copies and takes the newest valid one
 // (a torn copy falls back to the other), checks the array identity, then
 // walks the batches from the trim point: each must carry this log's
-// identity, exactly the next expected seq and a valid checksum. The first
-// batch that does not is the end of the log: a torn or never-written tail,
-// or a batch from an earlier lap or an earlier log. Recovery reads at most
-// the region once, so its time is bounded by the log's size. Before
+// identity, exactly the next expected seq, a session no lower than the
+// batch before it and no higher than the superblock's, and a valid
+// checksum. The first batch that does not is the end of the log: a torn or
+// never-written tail, a damaged batch, or a batch from an earlier lap, an
+// earlier log or an earlier session that was cut short. Recovery reads at
+// most the region once, so its time is bounded by the log's size. Before
 // returning, Open overwrites the header positions just past the end (so a
 // torn batch there cannot be completed by later writes and come back) and
-// syncs, so every batch it found is durable.
+// syncs, so every batch it found is durable; then it starts its session
+// with a synced superblock write, so everything past the end stays
+// dropped (see Recovery in the package documentation).
 //
 // Open fails with ErrCorrupt if the batches found end before the highest
 // seq the superblock records as durable: acknowledged entries are missing.
@@ -285,8 +293,9 @@ func Open(ctx context.Context, dev backend.Device, opts Options) (*Log, error) {
 			start: sb.regionOff, end: sb.regionOff + sb.regionLen,
 			tail: sb.startPos, head: sb.startPos,
 		},
-		trimSeq: sb.trimSeq,
-		tailSeq: sb.startSeq,
+		trimSeq:     sb.trimSeq,
+		tailSeq:     sb.startSeq,
+		tailSession: sb.startSession,
 	}
 	l.cond = sync.NewCond(&l.mu)
 	l.maxEntry = o.MaxEntryBytes
@@ -299,11 +308,25 @@ func Open(ctx context.Context, dev backend.Device, opts Options) (*Log, error) {
 		return &waiter{ready: make(chan struct{}, 1), done: make(chan error, 1)}
 	}
 
-	end, batches, why, err := l.recoverLocked(ctx, sb)
+	// The newest valid copy holds the largest session of any batch, unless
+	// the other copy is invalid: then it may have been a newer copy (one
+	// write later, so at most one session more) that was synced and
+	// damaged afterwards, with batches of its session behind it.
+	maxSession := sb.session
+	if supers[1-slot] == nil {
+		maxSession++
+	}
+	if maxSession+1 >= 1<<63 {
+		return nil, fmt.Errorf("nvlog: open: session %d: sessions exhausted: %w", sb.session, ErrCorrupt)
+	}
+	end, batches, why, err := l.recoverLocked(ctx, sb, maxSession)
 	if err != nil {
 		return nil, err
 	}
 	if err := l.clearTail(ctx); err != nil {
+		return nil, err
+	}
+	if err := l.beginSession(ctx, sb, maxSession+1); err != nil {
 		return nil, err
 	}
 
@@ -328,32 +351,36 @@ func Open(ctx context.Context, dev backend.Device, opts Options) (*Log, error) {
 	go l.runCompleter()
 
 	l.logger.Info("nvlog: opened", "array", fmt.Sprintf("%x", l.uuid), "log", fmt.Sprintf("%x", l.logID),
-		"trim_seq", l.trimSeq, "durable_seq", end, "batches", batches, "bytes_in_use", l.ring.used(batches > 0),
+		"session", l.session, "trim_seq", l.trimSeq, "durable_seq", end, "batches", batches, "bytes_in_use", l.ring.used(batches > 0),
 		"region_bytes", sb.regionLen, "tail", why, "elapsed", time.Since(t0))
 	return l, nil
 }
 
 // recoverLocked walks the chain of batches from the superblock's start
 // position and fills l.locs, the ring head and the seqs. It returns the last
-// durable seq, the number of batches and why the walk stopped.
+// durable seq, the number of batches and why the walk stopped. No batch may
+// carry a session above maxSession.
 // REQUIRES: l is not shared yet.
-func (l *Log) recoverLocked(ctx context.Context, sb superblock) (uint64, int, string, error) {
+func (l *Log) recoverLocked(ctx context.Context, sb superblock, maxSession uint64) (uint64, int, string, error) {
 	r := &l.ring
 	size := r.size()
 	pos, seq := sb.startPos, sb.startSeq
+	// Sessions never decrease along the chain and never exceed maxSession:
+	// see the Recovery section of the package documentation.
+	minSession := sb.startSession
 	var consumed int64
 	hdr := backend.AlignedBuffer(int(l.blk))
 	var scratch []byte
 	why := "end of region"
 	for consumed < size {
-		loc, n, reason, err := l.readBatch(ctx, pos, seq, size-consumed, hdr, &scratch, 0)
+		loc, n, reason, err := l.readBatch(ctx, pos, seq, minSession, maxSession, size-consumed, hdr, &scratch, 0)
 		if err != nil {
 			return 0, 0, "", err
 		}
 		if n == 0 && pos != r.start {
 			// A batch that did not fit before the end went to the start.
 			waste := r.end - pos
-			loc, n, _, err = l.readBatch(ctx, r.start, seq, size-consumed-waste, hdr, &scratch, waste)
+			loc, n, _, err = l.readBatch(ctx, r.start, seq, minSession, maxSession, size-consumed-waste, hdr, &scratch, waste)
 			if err != nil {
 				return 0, 0, "", err
 			}
@@ -369,6 +396,7 @@ func (l *Log) recoverLocked(ctx context.Context, sb superblock) (uint64, int, st
 		consumed += n
 		pos = loc.pos + n
 		seq = loc.firstSeq + uint64(loc.count)
+		minSession = loc.session
 	}
 	if l.locs.len() > 0 {
 		r.head = pos
@@ -382,12 +410,13 @@ func (l *Log) recoverLocked(ctx context.Context, sb superblock) (uint64, int, st
 }
 
 // readBatch reads and checks the batch that should start at pos with seq
-// firstSeq, within limit bytes of the ring. It returns n == 0 and a reason
-// when there is no valid such batch. wrapGap > 0 means pos is the region
-// start after a wrap from a position wrapGap bytes before the end: the
-// batch must then be larger than wrapGap, or the writer would have put it
-// there instead. An error is returned only for a device failure.
-func (l *Log) readBatch(ctx context.Context, pos int64, firstSeq uint64, limit int64, hdr []byte, scratch *[]byte, wrapGap int64) (batchLoc, int64, string, error) {
+// firstSeq and a session in [minSession, maxSession], within limit bytes
+// of the ring. It returns n == 0 and a reason when there is no valid such
+// batch. wrapGap > 0 means pos is the region start after a wrap from a
+// position wrapGap bytes before the end: the batch must then be larger than
+// wrapGap, or the writer would have put it there instead. An error is
+// returned only for a device failure.
+func (l *Log) readBatch(ctx context.Context, pos int64, firstSeq, minSession, maxSession uint64, limit int64, hdr []byte, scratch *[]byte, wrapGap int64) (batchLoc, int64, string, error) {
 	r := &l.ring
 	if pos+l.blk > r.end || l.blk > limit {
 		return batchLoc{}, 0, "no room for a header", nil
@@ -408,6 +437,10 @@ func (l *Log) readBatch(ctx context.Context, pos int64, firstSeq uint64, limit i
 	}
 	if h.firstSeq != firstSeq {
 		return batchLoc{}, 0, fmt.Sprintf("batch at %d has seq %d, want %d (earlier lap)", pos, h.firstSeq, firstSeq), nil
+	}
+	if h.session < minSession || h.session > maxSession {
+		return batchLoc{}, 0, fmt.Sprintf("batch at %d of session %d, want %d..%d (stale: written before a later session cut the log here)",
+			pos, h.session, minSession, maxSession), nil
 	}
 	n := batchBytes(int64(h.bodyLen), l.blk)
 	if n > room {
@@ -433,7 +466,7 @@ func (l *Log) readBatch(ctx context.Context, pos int64, firstSeq uint64, limit i
 	if err := checkBatch(b, &h); err != nil {
 		return batchLoc{}, 0, fmt.Sprintf("torn or corrupt batch at %d: %v", pos, err), nil
 	}
-	return batchLoc{pos: pos, firstSeq: h.firstSeq, count: h.count, n: uint32(n)}, n, "", nil
+	return batchLoc{pos: pos, firstSeq: h.firstSeq, session: h.session, count: h.count, n: uint32(n)}, n, "", nil
 }
 
 // clearTail zeroes the header positions where a batch after the recovered
@@ -466,6 +499,37 @@ func (l *Log) clearTail(ctx context.Context) error {
 		return fmt.Errorf("nvlog: open: sync: %w", err)
 	}
 	l.stats.syncs.Add(1)
+	return nil
+}
+
+// beginSession makes this Open's session durable before any batch carries
+// it: it writes a superblock with the given session, above every session
+// a batch on the device may carry, into the slot not holding sb (the
+// newest valid copy) and syncs. The copy also records the recovered
+// chain as durable (lastSeq) and, when no batch is live, that the first
+// batch at the start must be of the new session. A torn write leaves sb in
+// charge, and no batch of the new session exists then.
+// REQUIRES: l is not shared yet; clearTail has synced.
+func (l *Log) beginSession(ctx context.Context, sb superblock, session uint64) error {
+	sb.gen = l.sbGen + 1
+	sb.session = session
+	sb.lastSeq = l.durableSeq
+	sb.startSession = sb.session
+	if l.locs.len() > 0 {
+		sb.startSession = l.locs.front().session
+	}
+	slot := 1 - l.sbSlot
+	encodeSuper(l.sbBuf, &sb)
+	if err := l.dev.WriteAt(ctx, l.sbBuf, int64(slot)*superSlotBytes); err != nil {
+		return fmt.Errorf("nvlog: open: write superblock %d: %w", slot, err)
+	}
+	l.hook(CrashOpenSessionWritten)
+	if err := l.dev.Sync(ctx); err != nil {
+		return fmt.Errorf("nvlog: open: sync superblock %d: %w", slot, err)
+	}
+	l.stats.syncs.Add(1)
+	l.sbSlot, l.sbGen = slot, sb.gen
+	l.session, l.tailSession = sb.session, sb.startSession
 	return nil
 }
 
@@ -750,7 +814,7 @@ func (l *Log) sealLocked(acks *ackList) *batch {
 // writeBatch places, writes and syncs a sealed batch whose entries are all
 // copied in, then queues its acknowledgements.
 func (l *Log) writeBatch(b *batch) {
-	n := int64(sealBatch(b.buf, b.n, &l.logID, b.firstSeq, b.count, l.blk))
+	n := int64(sealBatch(b.buf, b.n, &l.logID, l.session, b.firstSeq, b.count, l.blk))
 	last := b.firstSeq + uint64(b.count) - 1
 	l.hook(CrashBatchSealed)
 
@@ -787,7 +851,7 @@ func (l *Log) writeBatch(b *batch) {
 	}
 	l.waiting = false
 	if err == nil {
-		l.locs.push(batchLoc{pos: pos, firstSeq: b.firstSeq, count: uint32(b.count), n: uint32(n)})
+		l.locs.push(batchLoc{pos: pos, firstSeq: b.firstSeq, session: l.session, count: uint32(b.count), n: uint32(n)})
 		l.ring.head = pos + n
 		l.placedSeq = last + 1
 	}
@@ -901,6 +965,9 @@ func (l *Log) superLocked() superblock {
 		startPos:   l.ring.tail,
 		startSeq:   l.tailSeq,
 		lastSeq:    l.durableSeq,
+		session:    l.session,
+		// Callers that move the start set startSession with it.
+		startSession: l.tailSession,
 	}
 }
 
@@ -916,13 +983,14 @@ func (l *Log) rewind() error {
 		return nil
 	}
 	sb := l.superLocked()
-	sb.startPos, sb.startSeq = l.ring.start, l.placedSeq
+	// The next batch, the first at the new start, is this session's.
+	sb.startPos, sb.startSeq, sb.startSession = l.ring.start, l.placedSeq, l.session
 	l.mu.Unlock()
 	if err := l.writeSuper(&sb); err != nil {
 		return err
 	}
 	l.mu.Lock()
-	l.ring.head, l.ring.tail, l.tailSeq = sb.startPos, sb.startPos, sb.startSeq
+	l.ring.head, l.ring.tail, l.tailSeq, l.tailSession = sb.startPos, sb.startPos, sb.startSeq, sb.startSession
 	l.mu.Unlock()
 	return nil
 }
@@ -960,10 +1028,12 @@ func (l *Log) Trim(ctx context.Context, upTo uint64) error {
 	}
 	sb := l.superLocked()
 	sb.trimSeq = upTo
-	sb.startPos, sb.startSeq = l.ring.head, l.placedSeq
+	// With no batch left the next one goes at head (or the region start)
+	// and is this session's; otherwise the first one left sets the floor.
+	sb.startPos, sb.startSeq, sb.startSession = l.ring.head, l.placedSeq, l.session
 	for i := range l.locs.len() {
 		if loc := l.locs.at(i); loc.last() > upTo {
-			sb.startPos, sb.startSeq = loc.pos, loc.firstSeq
+			sb.startPos, sb.startSeq, sb.startSession = loc.pos, loc.firstSeq, loc.session
 			break
 		}
 	}
@@ -977,7 +1047,7 @@ func (l *Log) Trim(ctx context.Context, upTo uint64) error {
 	for l.locs.len() > 0 && l.locs.front().last() <= upTo {
 		l.locs.pop()
 	}
-	l.ring.tail, l.tailSeq, l.trimSeq = sb.startPos, sb.startSeq, upTo
+	l.ring.tail, l.tailSeq, l.tailSession, l.trimSeq = sb.startPos, sb.startSeq, sb.startSession, upTo
 	l.cond.Signal()
 	l.mu.Unlock()
 	l.stats.trims.Add(1)
@@ -1022,8 +1092,9 @@ func (l *Log) Replay(ctx context.Context, fn func(seq uint64, entry []byte) erro
 			return fmt.Errorf("nvlog: replay: read batch %d at %d: %w", loc.firstSeq, loc.pos, err)
 		}
 		h, err := decodeBatchHeader(b, int64(loc.n)-batchHeaderBytes)
-		if err == nil && (h.logID != l.logID || h.firstSeq != loc.firstSeq || h.count != loc.count) {
-			err = fmt.Errorf("header says seq %d count %d, want %d count %d", h.firstSeq, h.count, loc.firstSeq, loc.count)
+		if err == nil && (h.logID != l.logID || h.firstSeq != loc.firstSeq || h.count != loc.count || h.session != loc.session) {
+			err = fmt.Errorf("header says seq %d count %d session %d, want %d count %d session %d",
+				h.firstSeq, h.count, h.session, loc.firstSeq, loc.count, loc.session)
 		}
 		if err == nil {
 			err = checkBatch(b, &h)
@@ -1128,6 +1199,7 @@ func (l *Log) UUID() [16]byte { return l.uuid }
 type batchLoc struct {
 	pos      int64
 	firstSeq uint64
+	session  uint64 // the session that wrote it
 	count    uint32
 	n        uint32 // padded length on the device
 }

@@ -152,6 +152,9 @@ const (
 	// after the recovered tail (so a torn batch there can never come back)
 	// but not synced.
 	CrashOpenTailCleared = "open-tail-cleared"
+	// CrashOpenSessionWritten: Open has synced the cleared tail and
+	// written the superblock copy that starts its session, not synced it.
+	CrashOpenSessionWritten = "open-session-written"
 	// CrashBatchSealed: a batch is assembled and checksummed, nothing of
 	// it written.
 	CrashBatchSealed = "batch-sealed"
@@ -176,6 +179,7 @@ const (
 var CrashPoints = []string{
 	CrashFormatFirstCopy,
 	CrashOpenTailCleared,
+	CrashOpenSessionWritten,
 	CrashBatchSealed,
 	CrashBatchWritten,
 	CrashBatchSynced,

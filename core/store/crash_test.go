@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shalestore/shale/backend"
+	"github.com/shalestore/shale/core/nvlog"
 	"github.com/shalestore/shale/core/segment"
 )
 
@@ -518,7 +519,7 @@ func TestCrashPoints(t *testing.T) {
 			})
 		}
 	}
-	for _, p := range []string{PointRecoverScanned, PointRecoverMounted, "boot.copy-written", "open-tail-cleared"} {
+	for _, p := range []string{PointRecoverScanned, PointRecoverMounted, "boot.copy-written", nvlog.CrashOpenTailCleared, nvlog.CrashOpenSessionWritten} {
 		t.Run("recovery/"+p, func(t *testing.T) {
 			h := newHarness(t, uint64(len(p)))
 			h.create(ctx)

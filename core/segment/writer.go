@@ -179,6 +179,15 @@ type segio struct {
 	seqLo, seqHi uint64
 	restored     bool
 	n            uint64 // sealed order
+	// bcrc holds each unit's body block checksums. Append computes a data
+	// block's while it is hot, once no later item can change it:
+	// payload bytes [crcLo, crcHi) are those still to do at encode.
+	// INVARIANT: crcLo <= front and crcHi >= back, both multiples of
+	// BlockSize; Append places items only at front and below back, so
+	// blocks outside [crcLo, crcHi) are final. Restored segios (items at
+	// fixed offsets) leave the whole range to encode.
+	bcrc         [][]uint32
+	crcLo, crcHi uint32
 	encErr       error
 	// Write stage results, read by the sync stage after the hand-off.
 	werr error  // the write stage did not write (encoding failed, or the writer had failed)
@@ -240,9 +249,10 @@ func (w *Writer) getBuf() *segio {
 	default:
 	}
 	g := w.d.Geometry
-	s := &segio{shards: make([][]byte, g.Width()), good: make([]bool, g.Width())}
+	s := &segio{shards: make([][]byte, g.Width()), good: make([]bool, g.Width()), bcrc: make([][]uint32, g.Width())}
 	for i := range s.shards {
 		s.shards[i] = backend.AlignedBuffer(int(g.WriteUnit))
+		s.bcrc[i] = make([]uint32, g.BodyBlocks())
 	}
 	return s
 }
@@ -276,6 +286,7 @@ func (w *Writer) openLocked(ctx context.Context) error {
 	s.lay, s.index = w.pos.Layout, w.pos.Segio
 	s.entries = s.entries[:0]
 	s.front, s.back = 0, uint32(g.SegioBytes())
+	s.crcLo, s.crcHi = 0, s.back
 	s.seqLo, s.seqHi = 0, 0
 	s.restored = false
 	w.cur = s
@@ -311,6 +322,44 @@ func (s *segio) zero(g Geometry, from, to uint32) {
 		clear(s.shards[sh][h+in : h+in+n])
 		o += n
 	}
+}
+
+// crcBlocks computes the checksums of the payload blocks in [from, to)
+// (multiples of BlockSize).
+func (s *segio) crcBlocks(g Geometry, from, to uint32) {
+	h, body := g.HeaderSize(), g.BodySize()
+	for o := int64(from); o < int64(to); o += BlockSize {
+		sh, in := o/body, o%body
+		s.bcrc[sh][in/BlockSize] = crc(s.shards[sh][h+in : h+in+BlockSize])
+	}
+}
+
+// crcHot checksums the blocks the last Append completed: below front,
+// or at and above back. REQUIRES: s was filled by Append only.
+func (s *segio) crcHot(g Geometry) {
+	if lo := s.front / BlockSize * BlockSize; lo > s.crcLo {
+		s.crcBlocks(g, s.crcLo, lo)
+		s.crcLo = lo
+	}
+	if hi := (s.back + BlockSize - 1) / BlockSize * BlockSize; hi < s.crcHi {
+		s.crcBlocks(g, hi, s.crcHi)
+		s.crcHi = hi
+	}
+}
+
+// place puts an appended item at the front (cblock) or back (record),
+// checksumming the blocks it completes. REQUIRES: s.fits(kind, len(p)).
+func (s *segio) place(g Geometry, kind Kind, seqLo, seqHi uint64, p []byte) Entry {
+	n := uint32(len(p))
+	e := Entry{Kind: kind, Length: n, SeqLo: seqLo, SeqHi: seqHi}
+	if kind == Cblock {
+		e.Offset = s.front
+	} else {
+		e.Offset = s.back - n
+	}
+	s.add(g, e, p)
+	s.crcHot(g)
+	return e
 }
 
 func (s *segio) add(g Geometry, e Entry, p []byte) {
@@ -375,13 +424,7 @@ func (w *Writer) Append(ctx context.Context, kind Kind, seqLo, seqHi uint64, pay
 		}
 	}
 	s := w.cur
-	e := Entry{Kind: kind, Length: uint32(n), SeqLo: seqLo, SeqHi: seqHi}
-	if kind == Cblock {
-		e.Offset = s.front
-	} else {
-		e.Offset = s.back - uint32(n)
-	}
-	s.add(g, e, payload)
+	e := s.place(g, kind, seqLo, seqHi, payload)
 	if len(s.entries) == 1 {
 		w.armLocked()
 	}
@@ -601,16 +644,22 @@ func (w *Writer) encode(s *segio) error {
 	hd := Header{Data: g.Data, Parity: g.Parity, Size: h, WriteUnit: wu, AUSize: g.AUSize, Array: w.opts.Array,
 		Segment: s.lay.Segment, Segio: s.index, Stamp: w.opts.Stamp, SeqLo: s.seqLo, SeqHi: s.seqHi,
 		Front: s.front, Back: s.back, MapOffset: s.front, MapCount: uint32(len(s.entries)), MapCRC: mc,
-		Members: s.lay.Members, BlockCRCs: make([]uint32, g.BodyBlocks())}
+		Members: s.lay.Members}
 	if s.restored {
 		hd.Flags |= flagRestored
 	}
+	// Data blocks Append did not checksum (the content map, the free
+	// middle, what a restore placed), then every parity block.
+	s.crcBlocks(g, s.crcLo, s.crcHi)
+	for i := g.Data; i < g.Width(); i++ {
+		body := s.shards[i][h:wu]
+		for b := range s.bcrc[i] {
+			s.bcrc[i][b] = crc(body[b*BlockSize : (b+1)*BlockSize])
+		}
+	}
 	for i := range s.shards {
 		hd.Shard = i
-		body := s.shards[i][h:wu]
-		for b := range hd.BlockCRCs {
-			hd.BlockCRCs[b] = crc(body[b*BlockSize : (b+1)*BlockSize])
-		}
+		hd.BlockCRCs = s.bcrc[i]
 		encodeHeader(s.shards[i][:h], &hd)
 	}
 	return nil

@@ -68,6 +68,9 @@ const benchDriveSize = 64 << 20 // 8 AUs of 8 MiB: writes cycle over them
 //     drives in parallel, and the next stripe's writes overlapping those
 //     syncs (at most 2 stripes unsynced). The same drive-level concurrency
 //     as the writer.
+//   - raw2cold: raw2 writing from 6 stripes of distinct buffers in turn
+//     (rawColdStripes), as the writer's buffers are, instead of one
+//     cache-hot unit buffer for every write.
 //   - raw9: per stripe, all 9 drives written and synced in parallel, stripe
 //     after stripe: what the drives do with no limit on writers.
 //
@@ -126,54 +129,71 @@ func BenchmarkWrite7x2x1M(b *testing.B) {
 		b.ReportAllocs()
 		return devs, unit, off
 	}
-	b.Run("raw2", func(b *testing.B) {
-		devs, unit, off := rawSetup(b)
-		// synced[i%3] is closed when stripe i is synced. Stripe i is
-		// written once stripe i-2 is synced, and synced after stripe i-1:
-		// the writer's schedule with MaxUnsyncedSegios 2.
-		var synced [3]chan struct{}
-		for j := range synced {
-			synced[j] = make(chan struct{})
-			close(synced[j])
-		}
-		b.ResetTimer()
-		for i := range b.N {
-			<-synced[(i+1)%3] // stripe i-2
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, benchWriting)
-			for _, d := range devs {
-				sem <- struct{}{}
-				wg.Add(1)
-				go func() {
-					defer func() { <-sem; wg.Done() }()
-					if err := d.WriteAt(ctx, unit, off(i)); err != nil {
-						b.Error(err)
+	raw2 := func(stripes int) func(b *testing.B) {
+		return func(b *testing.B) {
+			devs, unit, off := rawSetup(b)
+			// units[s][j]: stripe s%stripes's unit for drive j.
+			units := make([][][]byte, stripes)
+			for s := range units {
+				units[s] = make([][]byte, len(devs))
+				for j := range devs {
+					if stripes == 1 {
+						units[s][j] = unit
+						continue
 					}
-				}()
+					units[s][j] = backend.AlignedBuffer(len(unit))
+					copy(units[s][j], unit)
+				}
 			}
-			wg.Wait()
-			prev, mine := synced[(i+2)%3], make(chan struct{})
-			synced[i%3] = mine
-			go func() {
-				<-prev
-				var swg sync.WaitGroup
-				for _, d := range devs {
-					swg.Add(1)
+			// synced[i%3] is closed when stripe i is synced. Stripe i is
+			// written once stripe i-2 is synced, and synced after stripe i-1:
+			// the writer's schedule with MaxUnsyncedSegios 2.
+			var synced [3]chan struct{}
+			for j := range synced {
+				synced[j] = make(chan struct{})
+				close(synced[j])
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				<-synced[(i+1)%3] // stripe i-2
+				var wg sync.WaitGroup
+				sem := make(chan struct{}, benchWriting)
+				for j, d := range devs {
+					sem <- struct{}{}
+					wg.Add(1)
 					go func() {
-						defer swg.Done()
-						if err := d.Sync(ctx); err != nil {
+						defer func() { <-sem; wg.Done() }()
+						if err := d.WriteAt(ctx, units[i%stripes][j], off(i)); err != nil {
 							b.Error(err)
 						}
 					}()
 				}
-				swg.Wait()
-				close(mine)
-			}()
+				wg.Wait()
+				prev, mine := synced[(i+2)%3], make(chan struct{})
+				synced[i%3] = mine
+				go func() {
+					<-prev
+					var swg sync.WaitGroup
+					for _, d := range devs {
+						swg.Add(1)
+						go func() {
+							defer swg.Done()
+							if err := d.Sync(ctx); err != nil {
+								b.Error(err)
+							}
+						}()
+					}
+					swg.Wait()
+					close(mine)
+				}()
+			}
+			for _, c := range synced {
+				<-c
+			}
 		}
-		for _, c := range synced {
-			<-c
-		}
-	})
+	}
+	b.Run("raw2", raw2(1))
+	b.Run("raw2cold", raw2(rawColdStripes))
 	b.Run("raw9", func(b *testing.B) {
 		devs, unit, off := rawSetup(b)
 		b.ResetTimer()
@@ -220,6 +240,13 @@ func BenchmarkEncode7x2x1M(b *testing.B) {
 		}
 	}
 }
+
+// rawColdStripes is how many stripes of distinct unit buffers raw2cold
+// cycles through: as many segios as a writer with the default options
+// keeps buffers for (MaxPendingSegios 2 + MaxUnsynced 2 + 2), so the
+// kernel copies each unit from memory as it does for the writer, not
+// from cache as raw2 (one buffer for every unit) does.
+const rawColdStripes = 6
 
 // benchWriting is MaxWritingDrives for the segment benchmark.
 var benchWriting = 2

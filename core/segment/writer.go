@@ -153,7 +153,11 @@ type Writer struct {
 	// unsynced holds one token per segio between the start of its writes
 	// and its report: at most MaxUnsyncedSegios.
 	unsynced chan struct{}
-	free     chan *segio
+	// free is a stack of segio buffers (LIFO: the most recently flushed,
+	// likeliest still in cache, is reused first), at most maxFree.
+	freeMu  sync.Mutex
+	free    []*segio
+	maxFree int
 	done     chan struct{}
 
 	fmu      sync.Mutex
@@ -215,7 +219,7 @@ func NewWriter(d *Drives, opts WriterOptions) (*Writer, error) {
 	w := &Writer{d: d, opts: opts, wake: make(chan struct{}), done: make(chan struct{}),
 		queue: make(chan *segio, opts.MaxPendingSegios), encoded: make(chan *segio),
 		written: make(chan *segio, opts.MaxUnsyncedSegios), unsynced: make(chan struct{}, opts.MaxUnsyncedSegios),
-		free: make(chan *segio, opts.MaxPendingSegios+opts.MaxUnsyncedSegios+2)}
+		maxFree: opts.MaxPendingSegios + opts.MaxUnsyncedSegios + 2}
 	g := d.Geometry
 	if g.Parity > 0 {
 		enc, err := reedsolomon.New(g.Data, g.Parity, reedsolomon.WithAutoGoroutines(int(g.BodySize())))
@@ -243,11 +247,14 @@ func (w *Writer) hook(p string) {
 }
 
 func (w *Writer) getBuf() *segio {
-	select {
-	case s := <-w.free:
+	w.freeMu.Lock()
+	if n := len(w.free); n > 0 {
+		s := w.free[n-1]
+		w.free = w.free[:n-1]
+		w.freeMu.Unlock()
 		return s
-	default:
 	}
+	w.freeMu.Unlock()
 	g := w.d.Geometry
 	s := &segio{shards: make([][]byte, g.Width()), good: make([]bool, g.Width()), bcrc: make([][]uint32, g.Width())}
 	for i := range s.shards {
@@ -258,10 +265,11 @@ func (w *Writer) getBuf() *segio {
 }
 
 func (w *Writer) putBuf(s *segio) {
-	select {
-	case w.free <- s:
-	default:
+	w.freeMu.Lock()
+	if len(w.free) < w.maxFree {
+		w.free = append(w.free, s)
 	}
+	w.freeMu.Unlock()
 }
 
 // openLocked opens the segio at w.pos, or the first segio of the next

@@ -3,6 +3,7 @@ module github.com/shalestore/shale
 go 1.26
 
 require (
+	github.com/DataDog/zstd v1.5.7
 	github.com/cockroachdb/datadriven v1.0.3
 	github.com/dgraph-io/ristretto/v2 v2.4.2
 	github.com/go-viper/mapstructure/v2 v2.5.0

@@ -13,11 +13,23 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/shalestore/shale/backend"
 	"github.com/spf13/viper"
+)
+
+// Built-in sizes of the devices shale creates in the data directory when
+// the configuration names none (see Config.Engine and Load).
+const (
+	// DefaultDriveBytes is the size of each default drive file (sparse).
+	DefaultDriveBytes = 8 << 30
+	// DefaultNVRAMBytes is the size of the default NVRAM file.
+	DefaultNVRAMBytes = 256 << 20
+	// AdminSocketName is the admin API's socket file in the data directory.
+	AdminSocketName = "admin.sock"
 )
 
 // Config is the whole configuration of one shale server.
@@ -26,18 +38,25 @@ type Config struct {
 	Listen string `mapstructure:"listen"`
 	// Socket is an optional Unix socket path NBD clients may connect to.
 	Socket string `mapstructure:"socket"`
-	// DataDir holds the server's own files (admin socket, default drives).
+	// DataDir holds the server's own files: the admin socket and, when no
+	// drives are configured, the default drive and NVRAM files.
 	DataDir string `mapstructure:"data_dir"`
 	// Volumes are the volumes served; engine volumes missing from the array
-	// are created on start.
+	// are created on start. The engine serves more: every volume and
+	// snapshot it holds, including those created through the admin API.
 	Volumes []Volume `mapstructure:"volumes"`
 	// TLS configures STARTTLS.
 	TLS TLS `mapstructure:"tls"`
 	// Log configures log/slog output.
 	Log Log `mapstructure:"log"`
-	// Drives are the data drives the array stripes segments over.
+	// Drives are the data drives the array stripes segments over. When
+	// the engine runs and none are configured, Load fills in
+	// Geometry.Data+Geometry.Parity file drives of DefaultDriveBytes in
+	// DataDir (drive-0.img, drive-1.img, ...).
 	Drives []Drive `mapstructure:"drives"`
-	// NVRAM is the commit-log device; nil when no engine is configured.
+	// NVRAM is the commit-log device. When the engine runs and it is not
+	// configured, Load fills in a file of DefaultNVRAMBytes in DataDir
+	// (nvram.img). Nil when the engine does not run.
 	NVRAM *Drive `mapstructure:"nvram"`
 	// Geometry is the erasure-coding and allocation layout.
 	Geometry Geometry `mapstructure:"geometry"`
@@ -50,7 +69,8 @@ type Volume struct {
 	Name string `mapstructure:"name"`
 	// Size is the volume's capacity, a multiple of 4096.
 	Size Size `mapstructure:"size"`
-	// RAM makes a memory-only volume: sparse, lost on exit.
+	// RAM makes a memory-only volume: sparse, lost on exit. Other volumes
+	// are engine volumes, stored on the drives.
 	RAM bool `mapstructure:"ram"`
 	// Description is shown to clients that list exports.
 	Description string `mapstructure:"description"`
@@ -61,7 +81,8 @@ type Volume struct {
 	// NBD_INFO_BLOCK_SIZE: clients that ask for block sizes align every
 	// request to it, and misaligned requests get EINVAL. A power of two
 	// from 1 to 4096 that divides Size; 0 means the volume's natural
-	// minimum (1 for RAM volumes).
+	// minimum (1 for RAM volumes, 512 for engine volumes, which address
+	// 512-byte sectors and so accept nothing smaller).
 	MinBlockSize int `mapstructure:"min_block_size"`
 }
 
@@ -135,7 +156,7 @@ func Defaults() map[string]any {
 		"geometry.au_size":    "8M",
 		"geometry.write_unit": "1M",
 		"volumes": []any{
-			map[string]any{"name": "vol0", "size": "16G", "ram": true, "description": "RAM volume (default configuration)"},
+			map[string]any{"name": "vol0", "size": "16G", "description": "default volume"},
 		},
 	}
 }
@@ -173,7 +194,66 @@ func Load(v *viper.Viper, file string) (*Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	c.fillDevices()
 	return &c, nil
+}
+
+// Engine reports whether the storage engine runs: when drives or NVRAM
+// are configured, or any volume is not a RAM volume. A configuration of
+// RAM volumes alone serves them without touching the data directory.
+func (c *Config) Engine() bool {
+	if len(c.Drives) > 0 || c.NVRAM != nil {
+		return true
+	}
+	for _, v := range c.Volumes {
+		if !v.RAM {
+			return true
+		}
+	}
+	return false
+}
+
+// fillDevices puts the default drives and NVRAM in DataDir where the
+// engine runs and the configuration names none.
+func (c *Config) fillDevices() {
+	if !c.Engine() {
+		return
+	}
+	if len(c.Drives) == 0 {
+		for i := range c.Geometry.Data + c.Geometry.Parity {
+			c.Drives = append(c.Drives, Drive{
+				Backend: "file",
+				Path:    filepath.Join(c.DataDir, fmt.Sprintf("drive-%d.img", i)),
+				Size:    DefaultDriveBytes,
+			})
+		}
+	}
+	if c.NVRAM == nil {
+		c.NVRAM = &Drive{Backend: "file", Path: filepath.Join(c.DataDir, "nvram.img"), Size: DefaultNVRAMBytes}
+	}
+}
+
+// AdminSocket is the path of the admin API's Unix socket.
+func (c *Config) AdminSocket() string { return filepath.Join(c.DataDir, AdminSocketName) }
+
+// AdminSocket returns the admin socket path the configuration in v and
+// file (if not empty) gives, the way `shale serve` finds it, without
+// validating the rest of the configuration: the CLI needs only this.
+func AdminSocket(v *viper.Viper, file string) (string, error) {
+	if file != "" {
+		v.SetConfigFile(file)
+		if strings.HasSuffix(file, ".yml") || !strings.Contains(file, ".") {
+			v.SetConfigType("yaml")
+		}
+		if err := v.ReadInConfig(); err != nil {
+			return "", fmt.Errorf("config file %s: %w", file, err)
+		}
+	}
+	dir := v.GetString("data_dir")
+	if dir == "" {
+		return "", errors.New("data_dir: must not be empty")
+	}
+	return filepath.Join(dir, AdminSocketName), nil
 }
 
 // Validate checks every key and returns all problems found, each naming its
@@ -216,6 +296,8 @@ func (c *Config) Validate() error {
 		}
 		if b := vol.MinBlockSize; b != 0 && (b < 1 || b > 4096 || b&(b-1) != 0) {
 			bad(key+".min_block_size", "%d is not a power of two from 1 to 4096", b)
+		} else if b != 0 && b < 512 && !vol.RAM {
+			bad(key+".min_block_size", "%d is below 512, the sector size of engine volumes", b)
 		}
 	}
 	switch c.TLS.Mode {
@@ -248,11 +330,25 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
 	}
+	paths := map[string]string{}
+	samePath := func(key string, d Drive) {
+		if d.Path == "" {
+			return
+		}
+		p := filepath.Clean(d.Path)
+		if other, dup := paths[p]; dup {
+			bad(key+".path", "%s is also the path of %s", d.Path, other)
+		}
+		paths[p] = key
+	}
 	for i, d := range c.Drives {
-		validateDrive(fmt.Sprintf("drives[%d]", i), d, bad)
+		key := fmt.Sprintf("drives[%d]", i)
+		validateDrive(key, d, bad)
+		samePath(key, d)
 	}
 	if c.NVRAM != nil {
 		validateDrive("nvram", *c.NVRAM, bad)
+		samePath("nvram", *c.NVRAM)
 	}
 	g := c.Geometry
 	if g.Data < 1 {

@@ -127,6 +127,69 @@ func (e *memExport) Extents(ctx context.Context, off, length int64, dst []Extent
 	return dst, nil
 }
 
+// pinExport serves a memExport's READs through PinRead. Each call hands
+// out views of a private snapshot, split at 4 KiB boundaries like RAM
+// pages; Release poisons the snapshot, so data sent after its Release
+// reaches the client as 0xEE garbage, and counts, so a missed or double
+// Release fails the test.
+type pinExport struct {
+	*memExport
+	outstanding atomic.Int64 // pins not yet released
+	pinned      atomic.Int64 // pins handed out
+	doubles     atomic.Int64 // Release calls on a released pin
+}
+
+type testPin struct {
+	e        *pinExport
+	buf      []byte
+	released atomic.Bool
+}
+
+func (p *testPin) Release() {
+	if p.released.Swap(true) {
+		p.e.doubles.Add(1)
+		return
+	}
+	for i := range p.buf {
+		p.buf[i] = 0xEE
+	}
+	p.e.outstanding.Add(-1)
+}
+
+func (e *pinExport) PinRead(ctx context.Context, off, length int64, iov [][]byte) ([][]byte, Pin, error) {
+	if err := e.hold(ctx, off, int(length)); err != nil {
+		return iov, nil, err
+	}
+	buf := make([]byte, length)
+	e.mu.RLock()
+	copy(buf, e.data[off:])
+	e.mu.RUnlock()
+	for pos := int64(0); pos < length; {
+		n := min(4096-(off+pos)%4096, length-pos)
+		iov = append(iov, buf[pos:pos+n])
+		pos += n
+	}
+	e.outstanding.Add(1)
+	e.pinned.Add(1)
+	return iov, &testPin{e: e, buf: buf}, nil
+}
+
+// checkReleased fails t unless every pin was released exactly once
+// (allowing a moment for replies still being recycled).
+func (e *pinExport) checkReleased(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.outstanding.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := e.outstanding.Load(); n != 0 {
+		t.Errorf("%d of %d pins never released", n, e.pinned.Load())
+	}
+	if n := e.doubles.Load(); n != 0 {
+		t.Errorf("%d pins released twice", n)
+	}
+}
+
 func isZeroBytes(b []byte) bool {
 	for _, x := range b {
 		if x != 0 {
@@ -151,13 +214,34 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// pinMemExports makes startServer serve every *memExport through a
+// pinExport, so the READ path under test is the zero-copy one. Set only by
+// modes, around a subtest (no test here runs in parallel).
+var pinMemExports bool
+
 func startServer(t testing.TB, opts Options, exports map[string]Export) *testServer {
 	t.Helper()
 	set := NewExportSet()
+	var pins []*pinExport
 	for _, name := range sortedKeys(exports) {
-		if err := set.Add(name, "desc of "+name, exports[name]); err != nil {
+		exp := exports[name]
+		if me, ok := exp.(*memExport); ok && pinMemExports {
+			pe := &pinExport{memExport: me}
+			pins = append(pins, pe)
+			exp = pe
+		}
+		if err := set.Add(name, "desc of "+name, exp); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if len(pins) > 0 {
+		// Runs after the Shutdown registered below: every pin released
+		// exactly once by then.
+		t.Cleanup(func() {
+			for _, pe := range pins {
+				pe.checkReleased(t)
+			}
+		})
 	}
 	if opts.Exports == nil {
 		opts.Exports = set

@@ -53,7 +53,8 @@ type conn struct {
 	size     int64
 	tflags   uint16
 	blockMin uint32
-	meta     bool // BLOCK_STATUS allowed
+	meta     bool      // BLOCK_STATUS allowed
+	pinner   PinReader // exp, when it pins READ data and CopyReads is off
 
 	fl          flow
 	work        chan *request // reader -> workers
@@ -232,6 +233,9 @@ func (c *conn) enter(exp Export, info ExportInfo) {
 	c.tflags = transmissionFlags(c.feat, c.sr)
 	c.blockMin, _, _ = blockSizes(c.feat.BlockSize, c.srv.opts.MaxPayload)
 	c.meta = c.sr && c.metaSet && c.metaExport == info.Name && c.feat.Extents
+	if p, ok := exp.(PinReader); ok && !c.srv.opts.CopyReads {
+		c.pinner = p
+	}
 }
 
 func (c *conn) transmit() {

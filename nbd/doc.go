@@ -38,6 +38,12 @@
 // sent in one writev; this saves the goroutine switches that dominate
 // small I/O and large writes.
 //
+// READ data is copied into a pooled buffer with Export.ReadAt, unless the
+// export implements PinReader (a RAM volume): then the reply's iovecs point
+// into the export's own memory, pinned until the writer has handed them to
+// the socket, and each byte read is copied once (by the kernel) instead of
+// twice. Options.CopyReads turns this off.
+//
 // With structured replies, the zero ranges (Export.Extents) of a READ of
 // 64 KiB or more are sent as OFFSET_HOLE chunks, unless DF is set; errors
 // are ERROR chunks with a short message (qemu rejects non-data

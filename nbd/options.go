@@ -123,6 +123,11 @@ type Options struct {
 	// READ whose range the export reports as zero (Extents) is answered
 	// with OFFSET_HOLE chunks instead of zero bytes.
 	DenseReads bool
+	// CopyReads makes the server copy READ data into a reply buffer with
+	// ReadAt even for exports that implement PinReader (zero-copy). For
+	// measuring what zero-copy saves, and as a way out should an export's
+	// pinning misbehave.
+	CopyReads bool
 }
 
 // withDefaults returns o with zero fields defaulted, or an error for

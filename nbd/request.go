@@ -35,7 +35,16 @@ type request struct {
 	iov    [][]byte
 	ext    []Extent // scratch for Export.Extents
 	segs   []readSeg
+	// pins keep the export memory that iov points into (PinReader)
+	// unchanged; released with the request, after its reply is sent.
+	pins []Pin
 }
+
+// maxKeptIov is the largest iov capacity a recycled request keeps: enough
+// for a pinned 4 MiB READ in 4 KiB pages. Longer ones (pinned reads of up
+// to 32 MiB) are dropped, so an occasional huge READ does not leave every
+// request of the connection holding a large slice.
+const maxKeptIov = 1040
 
 // readSeg is one run of a sparse READ: data or zeros.
 type readSeg struct {
@@ -49,6 +58,7 @@ func newRequest() *request {
 		iov:  make([][]byte, 0, 2*maxReadChunks+4),
 		ext:  make([]Extent, 0, 64),
 		segs: make([]readSeg, 0, maxReadChunks+1),
+		pins: make([]Pin, 0, maxReadChunks+1),
 	}
 }
 
@@ -59,6 +69,14 @@ func (r *request) release() {
 		r.bufp = nil
 	}
 	r.data = nil
+	for i, p := range r.pins {
+		p.Release()
+		r.pins[i] = nil
+	}
+	r.pins = r.pins[:0]
+	if cap(r.iov) > maxKeptIov {
+		r.iov = make([][]byte, 0, 2*maxReadChunks+4)
+	}
 	for i := range r.iov {
 		r.iov[i] = nil
 	}
@@ -198,7 +216,8 @@ func (c *conn) process(r *request) {
 
 // read performs a READ: a simple reply, one OFFSET_DATA chunk, or, when
 // the export reports zero ranges, a mix of OFFSET_DATA and OFFSET_HOLE
-// chunks so zeros never cross the wire.
+// chunks so zeros never cross the wire. The data is pinned in the
+// export's memory (PinReader) or copied into a pooled buffer.
 func (c *conn) read(r *request) {
 	h := &r.h
 	off, length := int64(h.offset), int64(h.length)
@@ -212,25 +231,48 @@ func (c *conn) read(r *request) {
 		}
 		return
 	}
-	r.bufp = getBuf(int(length))
-	r.data = (*r.bufp)[:length]
-	if c.sr && length >= sparseReadMin && h.flags&cmdFlagDF == 0 && c.feat.Extents && !c.srv.opts.DenseReads && c.readSparse(r) {
-		return
+	if c.pinner == nil {
+		r.bufp = getBuf(int(length))
+		r.data = (*r.bufp)[:length]
 	}
-	if err := c.exp.ReadAt(c.ctx, r.data, off); err != nil {
-		c.exportError(r, err)
+	if c.sr && length >= sparseReadMin && h.flags&cmdFlagDF == 0 && c.feat.Extents && !c.srv.opts.DenseReads && c.readSparse(r) {
 		return
 	}
 	if !c.sr {
 		b := r.header(simpleReplyLen)
 		putSimpleReply(b, 0, h.cookie)
-		r.iov = append(r.iov, b, r.data)
-		return
+		r.iov = append(r.iov, b)
+	} else {
+		b := r.header(chunkHeaderLen + 8)
+		putChunkHeader(b, replyFlagDone, chunkOffsetData, h.cookie, uint32(8+length))
+		put64(b[20:], uint64(off))
+		r.iov = append(r.iov, b)
 	}
-	b := r.header(chunkHeaderLen + 8)
-	putChunkHeader(b, replyFlagDone, chunkOffsetData, h.cookie, uint32(8+length))
-	put64(b[20:], uint64(off))
-	r.iov = append(r.iov, b, r.data)
+	if err := c.readData(r, off, length); err != nil {
+		c.exportError(r, err)
+	}
+}
+
+// readData appends to r.iov the data at [off, off+n), a part of r's
+// range: views pinned in the export's memory, or a copy read into r.data.
+func (c *conn) readData(r *request, off, n int64) error {
+	if c.pinner != nil {
+		iov, pin, err := c.pinner.PinRead(c.ctx, off, n, r.iov)
+		if err != nil {
+			return err
+		}
+		r.iov = iov
+		if pin != nil {
+			r.pins = append(r.pins, pin)
+		}
+		return nil
+	}
+	d := r.data[off-int64(r.h.offset):][:n]
+	if err := c.exp.ReadAt(c.ctx, d, off); err != nil {
+		return err
+	}
+	r.iov = append(r.iov, d)
+	return nil
 }
 
 // readSparse tries a sparse READ. It returns false, having sent nothing,
@@ -279,15 +321,6 @@ func (c *conn) readSparse(r *request) bool {
 	if len(segs) == 1 && !segs[0].zero {
 		return false
 	}
-	for _, s := range segs {
-		if s.zero {
-			continue
-		}
-		if err := c.exp.ReadAt(c.ctx, r.data[s.off-off:s.off-off+s.length], s.off); err != nil {
-			c.exportError(r, err)
-			return true
-		}
-	}
 	for i, s := range segs {
 		flags := uint16(0)
 		if i == len(segs)-1 {
@@ -304,7 +337,13 @@ func (c *conn) readSparse(r *request) bool {
 		b := r.header(chunkHeaderLen + 8)
 		putChunkHeader(b, flags, chunkOffsetData, h.cookie, uint32(8+s.length))
 		put64(b[20:], uint64(s.off))
-		r.iov = append(r.iov, b, r.data[s.off-off:s.off-off+s.length])
+		r.iov = append(r.iov, b)
+		if err := c.readData(r, s.off, s.length); err != nil {
+			// One ERROR chunk replaces the whole reply; data pinned for
+			// earlier chunks is released with the request.
+			c.exportError(r, err)
+			return true
+		}
 	}
 	return true
 }

@@ -18,14 +18,23 @@ func pattern(n int, seed byte) []byte {
 }
 
 // modes runs f with the export's calls on workers and inline on the
-// reader (Features.NonBlocking).
+// reader (Features.NonBlocking), each with READ data copied (ReadAt) and
+// pinned (PinReader, zero-copy).
 func modes(t *testing.T, f func(t *testing.T, feat Features)) {
-	for _, nb := range []bool{false, true} {
-		t.Run(map[bool]string{false: "workers", true: "inline"}[nb], func(t *testing.T) {
-			feat := allFeatures
-			feat.NonBlocking = nb
-			f(t, feat)
-		})
+	for _, pin := range []bool{false, true} {
+		for _, nb := range []bool{false, true} {
+			name := map[bool]string{false: "workers", true: "inline"}[nb]
+			if pin {
+				name += "-pinned"
+			}
+			t.Run(name, func(t *testing.T) {
+				pinMemExports = pin
+				defer func() { pinMemExports = false }()
+				feat := allFeatures
+				feat.NonBlocking = nb
+				f(t, feat)
+			})
+		}
 	}
 }
 
@@ -159,6 +168,16 @@ func testStructuredRead(t *testing.T, feat Features) {
 }
 
 func TestReadError(t *testing.T) {
+	for _, pin := range []bool{false, true} {
+		t.Run(map[bool]string{false: "copied", true: "pinned"}[pin], func(t *testing.T) {
+			pinMemExports = pin
+			defer func() { pinMemExports = false }()
+			testReadError(t)
+		})
+	}
+}
+
+func testReadError(t *testing.T) {
 	exp := newMemExport(1<<20, allFeatures)
 	ts := startServer(t, Options{}, map[string]Export{"a": exp})
 	// Simple: error reply without data, connection stays up.
@@ -569,6 +588,16 @@ func TestShutdownIdle(t *testing.T) {
 // held replies. Under -race this caught the reader reading a held reply
 // after a worker had sent and recycled it.
 func TestInlineWithWorkers(t *testing.T) {
+	for _, pin := range []bool{false, true} {
+		t.Run(map[bool]string{false: "copied", true: "pinned"}[pin], func(t *testing.T) {
+			pinMemExports = pin
+			defer func() { pinMemExports = false }()
+			testInlineWithWorkers(t)
+		})
+	}
+}
+
+func testInlineWithWorkers(t *testing.T) {
 	feat := allFeatures
 	feat.NonBlocking = true
 	const big = 2 * maxInlineBytes // runs on a worker

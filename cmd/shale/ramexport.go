@@ -16,7 +16,11 @@ type ramExport struct {
 	minBlock uint32 // config min_block_size; 0: 1
 }
 
-var _ nbd.Export = ramExport{}
+var (
+	_ nbd.Export    = ramExport{}
+	_ nbd.PinReader = ramExport{}
+	_ nbd.Pin       = (*ram.Lease)(nil)
+)
 
 func (e ramExport) Size() int64 { return e.v.Size() }
 
@@ -37,6 +41,16 @@ func (e ramExport) Features() nbd.Features {
 
 func (e ramExport) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return e.v.ReadAt(ctx, p, off)
+}
+
+// PinRead lets the server send READ replies straight from the volume's
+// pages (zero-copy).
+func (e ramExport) PinRead(ctx context.Context, off, length int64, iov [][]byte) ([][]byte, nbd.Pin, error) {
+	iov, l, err := e.v.PinRead(ctx, off, length, iov)
+	if l == nil {
+		return iov, nil, err // not a typed nil in the interface
+	}
+	return iov, l, err
 }
 
 func (e ramExport) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {

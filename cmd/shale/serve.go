@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shalestore/shale/admin"
 	"github.com/shalestore/shale/config"
 	"github.com/shalestore/shale/core/ram"
 	"github.com/shalestore/shale/nbd"
@@ -34,9 +35,21 @@ func serveCmd() *cobra.Command {
 		Long: `Serve the configured volumes over NBD.
 
 Configuration comes from --config FILE (YAML), SHALE_* environment variables
-and the flags below; without a file shale serves the built-in defaults
-(a 16 GiB RAM volume vol0 on 127.0.0.1:10809). On SIGINT or SIGTERM it stops
-accepting, lets requests in flight finish, and exits 0.
+and the flags below. Without a file shale runs its storage engine on nine
+sparse 8 GiB drive files and a 256 MiB NVRAM file in ./shale-data (7+2
+Reed-Solomon), creating them and the array on first start, and serves the
+16 GiB volume vol0 on 127.0.0.1:10809. Every volume and snapshot of the
+array is served (snapshots read-only, as VOLUME@SNAPSHOT), including those
+created later with shale volume/snapshot/clone through the admin socket
+DATA_DIR/admin.sock. A configuration of RAM volumes only (ram: true) runs
+no engine and no admin socket.
+
+shale creates an array only when every drive and the NVRAM read as blank
+(zeros at both ends); devices holding anything else are opened as an
+existing array, and an error says so if they do not hold one.
+
+On SIGINT or SIGTERM it stops accepting, lets NBD requests in flight
+finish, stops the admin API, closes the array and exits 0.
 
 Started with systemd-style socket activation (LISTEN_PID, LISTEN_FDS), as
 libnbd's tools do for "nbdinfo [ shale serve ]", it serves the sockets it
@@ -60,8 +73,9 @@ SHALE_CPUPROFILE=FILE writes a Go CPU profile of the whole run to FILE.`,
 	f.String("socket", "", "Unix socket path to serve NBD on")
 	f.String("log-level", "", "log level: debug, info, warn, error")
 	f.String("log-format", "", "log format: text or json")
+	f.String("data-dir", "", "data directory: admin socket, default drives (default ./shale-data)")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let requests in flight finish on SIGTERM")
-	for key, flag := range map[string]string{"listen": "listen", "socket": "socket", "log.level": "log-level", "log.format": "log-format"} {
+	for key, flag := range map[string]string{"listen": "listen", "socket": "socket", "log.level": "log-level", "log.format": "log-format", "data_dir": "data-dir"} {
 		if err := v.BindPFlag(key, f.Lookup(flag)); err != nil {
 			panic(err)
 		}
@@ -116,14 +130,13 @@ func tlsConfig(c config.TLS) (*tls.Config, nbd.TLSMode, error) {
 	return cfg, mode, nil
 }
 
-// buildExports creates the configured volumes. Only RAM volumes exist
-// until the storage engine lands.
+// buildExports creates the configured RAM volumes; engine volumes are
+// the array's, looked up live (liveExports).
 func buildExports(cfg *config.Config) (*nbd.ExportSet, error) {
 	set := nbd.NewExportSet()
 	var errs []error
 	for i, vol := range cfg.Volumes {
 		if !vol.RAM {
-			errs = append(errs, fmt.Errorf("volumes[%d] (%s): the storage engine is not configured yet; only RAM volumes (ram: true) can be served", i, vol.Name))
 			continue
 		}
 		rv, err := ram.New(int64(vol.Size), ram.Options{})
@@ -135,10 +148,26 @@ func buildExports(cfg *config.Config) (*nbd.ExportSet, error) {
 			errs = append(errs, fmt.Errorf("volumes[%d]: %w", i, err))
 		}
 	}
-	if len(cfg.Volumes) == 0 {
-		errs = append(errs, errors.New("volumes: none configured; there is nothing to serve"))
+	if len(cfg.Volumes) == 0 && !cfg.Engine() {
+		errs = append(errs, errors.New("volumes: none configured and no storage engine (drives) to create any in; there is nothing to serve"))
 	}
 	return set, errors.Join(errs...)
+}
+
+// newLiveExports serves ram and, when arr is not nil, the array's volumes
+// and snapshots with the configured volumes' NBD settings.
+func newLiveExports(cfg *config.Config, ram *nbd.ExportSet, arr engineLookup) *liveExports {
+	x := &liveExports{ram: ram, arr: arr, opts: map[string]exportOptions{}}
+	for _, v := range cfg.Volumes {
+		x.order = append(x.order, v.Name)
+		if !v.RAM {
+			x.opts[v.Name] = exportOptions{description: v.Description, readOnly: v.ReadOnly, minBlock: uint32(v.MinBlockSize)}
+		}
+	}
+	if len(cfg.Volumes) > 0 {
+		x.def = cfg.Volumes[0].Name
+	}
+	return x
 }
 
 // activatedListeners returns the listening sockets passed by systemd-style
@@ -184,7 +213,7 @@ func listenUnix(path string) (net.Listener, error) {
 	return net.Listen("unix", path)
 }
 
-func serve(ctx context.Context, cfg *config.Config, shutdownTimeout time.Duration) error {
+func serve(ctx context.Context, cfg *config.Config, shutdownTimeout time.Duration) (retErr error) {
 	if path := os.Getenv("SHALE_CPUPROFILE"); path != "" {
 		f, err := os.Create(path)
 		if err != nil {
@@ -195,13 +224,38 @@ func serve(ctx context.Context, cfg *config.Config, shutdownTimeout time.Duratio
 	}
 	log := newLogger(cfg.Log)
 	slog.SetDefault(log)
-	exports, err := buildExports(cfg)
+	ramSet, err := buildExports(cfg)
 	if err != nil {
 		return err
 	}
 	tcfg, mode, err := tlsConfig(cfg.TLS)
 	if err != nil {
 		return err
+	}
+	var eng *engine
+	exports := newLiveExports(cfg, ramSet, nil)
+	if cfg.Engine() {
+		if eng, err = openEngine(ctx, cfg, log); err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			if err := eng.close(cctx); err != nil {
+				log.Error("shale: closing the array", "err", err)
+				if retErr == nil {
+					retErr = err
+				}
+				return
+			}
+			log.Info("shale array closed")
+		}()
+		exports.arr = coreLookup{eng.arr}
+		for _, info := range ramSet.List() {
+			if _, err := eng.arr.Volume(info.Name); err == nil {
+				log.Warn("a RAM volume of the configuration hides the array's volume of the same name", "volume", info.Name)
+			}
+		}
 	}
 	srv, err := nbd.NewServer(nbd.Options{Exports: exports, TLSConfig: tcfg, TLSMode: mode, Logger: log})
 	if err != nil {
@@ -236,6 +290,28 @@ func serve(ctx context.Context, cfg *config.Config, shutdownTimeout time.Duratio
 		lns = append(lns, ln)
 		defer os.Remove(cfg.Socket)
 	}
+	var asrv *admin.Server
+	admErr := make(chan error, 1)
+	if eng != nil {
+		aln, err := admin.Listen(cfg.AdminSocket())
+		if err != nil {
+			closeAll()
+			return err
+		}
+		asrv, err = admin.NewServer(admin.Options{Array: eng.arr, Logger: log, Reserved: func(name string) bool {
+			_, _, ok := ramSet.Lookup(name)
+			return ok && name != ""
+		}})
+		if err != nil {
+			aln.Close()
+			closeAll()
+			return err
+		}
+		go func() { admErr <- asrv.Serve(aln) }()
+		log.Info("shale admin listening", "socket", cfg.AdminSocket())
+	} else {
+		log.Info("shale admin API off: only RAM volumes are configured, there is no array to administer")
+	}
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		log.Info("shale listening", "network", ln.Addr().Network(), "addr", ln.Addr().String(),
@@ -248,11 +324,18 @@ func serve(ctx context.Context, cfg *config.Config, shutdownTimeout time.Duratio
 		log.Info("shale shutting down", "timeout", shutdownTimeout)
 	case serveErr = <-errc:
 		log.Error("shale listener failed; shutting down", "err", serveErr)
+	case serveErr = <-admErr:
+		log.Error("shale admin listener failed; shutting down", "err", serveErr)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shale shutdown: connections closed before their requests finished", "err", err)
+	}
+	if asrv != nil {
+		if err := asrv.Shutdown(sctx); err != nil {
+			log.Warn("shale shutdown: admin requests cut short", "err", err)
+		}
 	}
 	st := srv.Stats()
 	log.Info("shale stopped", "connections", st.ConnectionsTotal)

@@ -39,9 +39,24 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
+// roundTripPayload is what nbdRoundTrip writes.
+var roundTripPayload = bytes.Repeat([]byte("shale!"), 4096/6+1)[:4096]
+
 // nbdRoundTrip does a minimal NBD session on conn: GO on export, WRITE
 // 4 KiB at off, READ it back, DISC.
 func nbdRoundTrip(t *testing.T, conn net.Conn, export string, off uint64) {
+	t.Helper()
+	nbdSession(t, conn, export, off, true)
+}
+
+// nbdReadBack does GO on export, READs 4 KiB at off and checks it holds
+// what nbdRoundTrip writes, then DISC.
+func nbdReadBack(t *testing.T, conn net.Conn, export string, off uint64) {
+	t.Helper()
+	nbdSession(t, conn, export, off, false)
+}
+
+func nbdSession(t *testing.T, conn net.Conn, export string, off uint64, write bool) {
 	t.Helper()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(conn)
@@ -74,7 +89,6 @@ func nbdRoundTrip(t *testing.T, conn net.Conn, export string, off uint64) {
 			t.Fatalf("GO reply %#x %q", typ, data)
 		}
 	}
-	payload := bytes.Repeat([]byte("shale!"), 4096/6+1)[:4096]
 	req := func(typ uint16, cookie uint64, length uint32) []byte {
 		var b []byte
 		b = be.AppendUint32(b, 0x25609513)
@@ -84,9 +98,9 @@ func nbdRoundTrip(t *testing.T, conn net.Conn, export string, off uint64) {
 		b = be.AppendUint64(b, off)
 		return be.AppendUint32(b, length)
 	}
-	conn.Write(append(req(1, 1, 4096), payload...))
-	conn.Write(req(0, 2, 4096))
-	for i := 0; i < 2; i++ {
+	// One request at a time: the server may run requests of a connection
+	// concurrently, so a READ sent behind a WRITE could overtake it.
+	reply := func(cookie uint64) {
 		h := make([]byte, 16)
 		if _, err := io.ReadFull(br, h); err != nil {
 			t.Fatal(err)
@@ -94,13 +108,22 @@ func nbdRoundTrip(t *testing.T, conn net.Conn, export string, off uint64) {
 		if be.Uint32(h[4:]) != 0 {
 			t.Fatalf("error %d", be.Uint32(h[4:]))
 		}
-		if be.Uint64(h[8:]) == 2 {
-			got := make([]byte, 4096)
-			io.ReadFull(br, got)
-			if !bytes.Equal(got, payload) {
-				t.Fatalf("read back differs")
-			}
+		if be.Uint64(h[8:]) != cookie {
+			t.Fatalf("reply to %d, want %d", be.Uint64(h[8:]), cookie)
 		}
+	}
+	if write {
+		conn.Write(append(req(1, 1, 4096), roundTripPayload...))
+		reply(1)
+	}
+	conn.Write(req(0, 2, 4096))
+	reply(2)
+	got := make([]byte, 4096)
+	if _, err := io.ReadFull(br, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, roundTripPayload) {
+		t.Fatalf("read back differs")
 	}
 	conn.Write(req(2, 3, 0))
 }
@@ -145,15 +168,34 @@ volumes:
 	}
 }
 
-func TestServeRejectsEngineVolumes(t *testing.T) {
-	cfgFile := writeConfig(t, "listen: 127.0.0.1:0\nvolumes:\n  - {name: v, size: 1G}\n")
+// TestServeBadDriveNamesKey: a drive that cannot be opened fails serve
+// with an error naming its configuration key, before any array code runs.
+func TestServeBadDriveNamesKey(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := writeConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+data_dir: %s
+geometry: {data: 1, parity: 1}
+drives:
+  - {backend: file, path: %s/d0, size: 1M}
+  - {backend: file, path: %s/no/such/dir/d1, size: 1M}
+volumes:
+  - {name: v, size: 1G}
+`, dir, dir, dir))
 	cfg, err := config.Load(config.New(), cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = serve(context.Background(), cfg, time.Second)
-	if err == nil || !strings.Contains(err.Error(), "storage engine is not configured") {
-		t.Fatalf("serve: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "drives[1]") {
+		t.Fatalf("serve: %v; want an error naming drives[1]", err)
+	}
+	// The drive opened before the bad one was closed again: it can be
+	// opened (locked) once more.
+	cfg.Drives[1].Path = filepath.Join(dir, "d1")
+	cfg.Drives[1].Backend = "tape"
+	err = serve(context.Background(), cfg, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "drives[1]") || strings.Contains(err.Error(), "drives[0]") {
+		t.Fatalf("serve after a failed start: %v; want an error naming drives[1] only", err)
 	}
 }
 

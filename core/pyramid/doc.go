@@ -121,8 +121,13 @@
 //
 //	offset  size  field
 //	     0     2  magic 'P' 'B'
-//	     2     1  version, 1
-//	     3     …  uvarint count, the number of tuples
+//	     2     1  version, 2 (version 1 entries, written before
+//	              attachments existed, have no attachment fields and are
+//	              still decoded)
+//	     3     …  uvarint a, the attachment's length (version 2 only)
+//	     …     a  the attachment (Batch.Attach), opaque to the pyramid:
+//	              the engine's cblock payloads (version 2 only)
+//	     …     …  uvarint count, the number of tuples
 //	     …     …  count tuples: uvarint relation id, then the tuple's F
 //	              fields as uvarints (F from the relation's schema)
 //	   n-4     4  crc32c (Castagnoli) of bytes [0, n-4), little-endian

@@ -1,8 +1,11 @@
 package pyramid
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +34,64 @@ func sampleBatches(db *DB) [][]byte {
 	out = append(out, b.encode(nil))
 	b.Reset()
 	out = append(out, b.encode(nil))
+	b.Insert(db.byName[BlockMap], 1, 8, 8, KindData, 3, 8192, 700, 0)
+	b.Attach([]byte("cblock payload"))
+	out = append(out, b.encode(nil))
+	out = append(out, encodeV1([]uint64{1, 0, 64, KindData, 3, 4096, 9000, 0}))
 	return out
+}
+
+// encodeV1 builds a version 1 entry (no attachment) of one block-map
+// tuple, as Persist wrote them before attachments.
+func encodeV1(t []uint64) []byte {
+	dst := []byte{batchMagic0, batchMagic1, batchVersion1}
+	dst = binary.AppendUvarint(dst, 1)
+	dst = binary.AppendUvarint(dst, 1) // block map
+	for _, v := range t {
+		dst = binary.AppendUvarint(dst, v)
+	}
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst, castagnoli))
+}
+
+func TestBatchAttachment(t *testing.T) {
+	db := fuzzDB()
+	bm := []uint64{1, 0, 64, KindData, 3, 4096, 9000, 0}
+	for _, att := range [][]byte{nil, {}, []byte("x"), bytes.Repeat([]byte("payload"), 5000)} {
+		var b Batch
+		if err := b.Insert(db.byName[BlockMap], bm...); err != nil {
+			t.Fatal(err)
+		}
+		b.Attach(att)
+		enc := b.encode(nil)
+		got, err := EntryAttachment(enc)
+		if err != nil || !bytes.Equal(got, att) {
+			t.Fatalf("attachment of %d bytes: got %d bytes, %v", len(att), len(got), err)
+		}
+		var d Batch
+		if err := db.decodeBatch(enc, &d); err != nil || !slices.Equal(d.data, bm) || !bytes.Equal(d.attach, att) {
+			t.Fatalf("decode with attachment of %d bytes: %v %v", len(att), d.data, err)
+		}
+		for i := range enc {
+			bad := slices.Clone(enc)
+			bad[i] ^= 0x10
+			if _, err := EntryAttachment(bad); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("byte %d flipped: %v", i, err)
+			}
+		}
+		b.Reset()
+		if b.attach != nil {
+			t.Fatal("Reset kept the attachment")
+		}
+	}
+	// Version 1 entries still decode, without an attachment.
+	v1 := encodeV1(bm)
+	var d Batch
+	if err := db.decodeBatch(v1, &d); err != nil || !slices.Equal(d.data, bm) {
+		t.Fatalf("version 1 entry: %v %v", d.data, err)
+	}
+	if a, err := EntryAttachment(v1); err != nil || a != nil {
+		t.Fatalf("version 1 attachment: %q %v", a, err)
+	}
 }
 
 func sampleManifests() [][]byte {
@@ -121,6 +181,9 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 		if !slices.Equal(again.rels, b.rels) || !slices.Equal(again.data, b.data) {
 			t.Fatal("re-encoded entry decodes to other tuples")
+		}
+		if a, err := EntryAttachment(entry); err != nil || !bytes.Equal(a, b.attach) || !bytes.Equal(again.attach, b.attach) {
+			t.Fatalf("attachment differs: %v", err)
 		}
 	})
 }

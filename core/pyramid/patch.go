@@ -449,12 +449,19 @@ func (it *patchIter) seekLE(probe []uint64) bool {
 }
 
 // seekGE positions at the first tuple ≥ probe.
+//
+// In an index page it descends into the last child whose first key is
+// < probe: tuples ≥ probe may begin inside it. The last child whose key is
+// ≤ probe would be wrong for a prefix probe: every child whose key starts
+// with the prefix compares equal to it, and the descent would skip all
+// but the last of them. (A full-key probe equal to a child's key lands in
+// the child before; the leaf then has nothing ≥ probe and next moves on.)
 func (it *patchIter) seekGE(probe []uint64) bool {
 	if !it.descend(func(p *page.Page, level int) int {
 		if level == 0 {
 			return p.SearchGE(probe)
 		}
-		return p.SearchGT(probe) - 1
+		return p.SearchGE(probe) - 1
 	}) {
 		return false
 	}

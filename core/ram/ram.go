@@ -25,6 +25,24 @@
 //
 // # Durability
 //
+// # Pinned reads
+//
+// PinRead hands out views of the pages themselves instead of copying them,
+// so a server can send a READ reply straight from the volume (writev). A
+// pinned page must not change until the lease is released, so each page
+// slot has a pin count beside its pointer (chunk.pins), raised under the
+// page's read lock. Writers check it under the page's write lock: a write
+// to a pinned page copies it first (copy-on-write) and stores the copy in
+// the slot, and a pinned page that becomes all zeros is unlinked but not
+// recycled; the old page is left to the garbage collector once the reader
+// lets go. Unpinned pages are written in place and recycled as before, so
+// the common case costs one atomic load per page written.
+//
+// INVARIANT: a page reachable from a Lease is never written and never
+// returned to pagePool.
+//
+// # Durability
+//
 // Memory is this volume's medium: Flush and FUA are no-ops, and every
 // completed write is visible to every reader at once, so multi-connection
 // clients are safe (MultiConn true).
@@ -63,6 +81,10 @@ type page [PageSize]byte
 
 type chunk struct {
 	pages [chunkPages]atomic.Pointer[page]
+	// pins[i] counts Leases holding pages[i]'s page (whichever page was
+	// in the slot when they pinned it). Raised only under the page's read
+	// lock; lowered without a lock by Lease.Release.
+	pins [chunkPages]atomic.Int32
 }
 
 type dir struct {
@@ -78,6 +100,8 @@ type paddedLock struct {
 type Options struct {
 	// MaxBytes bounds the memory the volume's pages may use; a write that
 	// needs a new page beyond it fails with ErrNoSpace. 0 means no limit.
+	// Pages replaced or freed while pinned by a read in flight are not
+	// counted: they can exceed the limit by at most the bytes pinned.
 	// With a limit, WriteZeroes with NoHole keeps zeroed pages allocated
 	// so later writes there cannot fail.
 	MaxBytes int64
@@ -91,10 +115,38 @@ type Volume struct {
 	dirs     []atomic.Pointer[dir]
 	locks    [numLocks]paddedLock
 	pages    atomic.Int64 // pages allocated
+	stats    stats
+}
+
+type stats struct {
+	pinReads  atomic.Uint64
+	pinPages  atomic.Uint64
+	cowPages  atomic.Uint64
+	zeroViews atomic.Uint64
+}
+
+// Stats are a volume's counters since New.
+type Stats struct {
+	PinnedReads uint64 // PinRead calls that succeeded
+	PinnedPages uint64 // pages pinned by them
+	COWPages    uint64 // pages copied because a write or zero met a pin
+	ZeroViews   uint64 // hole views PinRead handed out from the shared zero page
+}
+
+// Stats returns a snapshot of the volume's counters.
+func (v *Volume) Stats() Stats {
+	return Stats{
+		PinnedReads: v.stats.pinReads.Load(),
+		PinnedPages: v.stats.pinPages.Load(),
+		COWPages:    v.stats.cowPages.Load(),
+		ZeroViews:   v.stats.zeroViews.Load(),
+	}
 }
 
 var pagePool = sync.Pool{New: func() any { return new(page) }}
 
+// zeroPage is all zeros, always: isZero compares against it and PinRead
+// hands out views of it for holes. Nothing writes to it.
 var zeroPage page
 
 // New returns an empty (all zeros) volume of size bytes.
@@ -131,6 +183,16 @@ func (v *Volume) lock(p int64) *paddedLock { return &v.locks[p&(numLocks-1)] }
 // slot returns the page pointer for page p, creating the dir and chunk on
 // the way when create is set; nil if they do not exist.
 func (v *Volume) slot(p int64, create bool) *atomic.Pointer[page] {
+	c := v.chunkOf(p, create)
+	if c == nil {
+		return nil
+	}
+	return &c.pages[p&(chunkPages-1)]
+}
+
+// chunkOf returns the chunk holding page p, creating it and its dir when
+// create is set; nil if they do not exist.
+func (v *Volume) chunkOf(p int64, create bool) *chunk {
 	dp := &v.dirs[p>>(chunkShift+dirShift)]
 	d := dp.Load()
 	if d == nil {
@@ -153,7 +215,7 @@ func (v *Volume) slot(p int64, create bool) *atomic.Pointer[page] {
 			c = cp.Load()
 		}
 	}
-	return &c.pages[p&(chunkPages-1)]
+	return c
 }
 
 func (v *Volume) loadPage(p int64) *page {
@@ -208,6 +270,101 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return nil
 }
 
+// maxLeasePins is the largest pin list a released Lease keeps for reuse
+// (a 4 MiB read); longer ones are dropped so an occasional 32 MiB read
+// does not leave 64 KiB lists in the pool.
+const maxLeasePins = 1024
+
+// A Lease holds the pages a PinRead handed out: they keep their contents
+// until Release. It is not safe for concurrent use.
+type Lease struct {
+	pins []*atomic.Int32
+}
+
+var leasePool = sync.Pool{New: func() any { return &Lease{pins: make([]*atomic.Int32, 0, 256)} }}
+
+// Release lets the pages go: writes to them no longer copy them first.
+// Call it exactly once, after the last use of the views; the Lease must
+// not be used after. Releasing a nil Lease does nothing.
+func (l *Lease) Release() {
+	if l == nil {
+		return
+	}
+	for i, p := range l.pins {
+		p.Add(-1)
+		l.pins[i] = nil
+	}
+	if cap(l.pins) > maxLeasePins {
+		return
+	}
+	l.pins = l.pins[:0]
+	leasePool.Put(l)
+}
+
+// PinRead appends to iov views of the volume's own memory that, in order,
+// hold the data at [off, off+length): one view per page, holes as views of
+// a shared zero page. The views stay unchanged until the returned Lease is
+// released, whatever is written meanwhile (later writes go to copies), so
+// they can be sent to the network without copying the data first. The
+// caller must only read them. The Lease is nil when nothing was pinned
+// (an error, length 0, or only holes); on error iov is returned as given.
+//
+// Pinning costs a lock and an atomic add per page, and the first write to
+// a pinned page pays a page copy.
+func (v *Volume) PinRead(ctx context.Context, off, length int64, iov [][]byte) ([][]byte, *Lease, error) {
+	if err := v.check(off, length); err != nil {
+		return iov, nil, err
+	}
+	if length == 0 {
+		return iov, nil, nil
+	}
+	var l *Lease
+	var c *chunk
+	cn := int64(-1) // chunk number c belongs to
+	zeros := uint64(0)
+	end := off + length
+	for off < end {
+		pn, po := off>>pageShift, int(off&(PageSize-1))
+		n := int(min(int64(PageSize-po), end-off))
+		if k := pn >> chunkShift; k != cn {
+			c, cn = v.chunkOf(pn, false), k
+		}
+		var pg *page
+		if c != nil {
+			i := pn & (chunkPages - 1)
+			if c.pages[i].Load() != nil {
+				lk := v.lock(pn)
+				lk.RLock()
+				if pg = c.pages[i].Load(); pg != nil {
+					c.pins[i].Add(1)
+				}
+				lk.RUnlock()
+				if pg != nil {
+					if l == nil {
+						l = leasePool.Get().(*Lease)
+					}
+					l.pins = append(l.pins, &c.pins[i])
+				}
+			}
+		}
+		if pg == nil {
+			zeros++
+			iov = append(iov, zeroPage[:n:n])
+		} else {
+			iov = append(iov, pg[po:po+n:po+n])
+		}
+		off += int64(n)
+	}
+	v.stats.pinReads.Add(1)
+	if l != nil {
+		v.stats.pinPages.Add(uint64(len(l.pins)))
+	}
+	if zeros > 0 {
+		v.stats.zeroViews.Add(zeros)
+	}
+	return iov, l, nil
+}
+
 // WriteAt stores p at off. Pages left all zeros are freed. fua is
 // accepted and ignored: memory is the medium.
 func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
@@ -231,7 +388,9 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 }
 
 func (v *Volume) writePage(pn int64, po int, src []byte, zero bool) error {
-	s := v.slot(pn, true)
+	c := v.chunkOf(pn, true)
+	i := int(pn & (chunkPages - 1))
+	s := &c.pages[i]
 	l := v.lock(pn)
 	l.Lock()
 	defer l.Unlock()
@@ -245,6 +404,12 @@ func (v *Volume) writePage(pn int64, po int, src []byte, zero bool) error {
 			return err
 		}
 		s.Store(pg)
+	} else if c.pins[i].Load() > 0 {
+		if zero && len(src) == PageSize {
+			v.dropPinnedLocked(s)
+			return nil
+		}
+		pg = v.cowLocked(s, pg, len(src) != PageSize)
 	}
 	copy(pg[po:], src)
 	if zero && (len(src) == PageSize || isZero(pg[:])) {
@@ -252,6 +417,29 @@ func (v *Volume) writePage(pn int64, po int, src []byte, zero bool) error {
 		v.freePage(pg)
 	}
 	return nil
+}
+
+// dropPinnedLocked makes slot s a hole. Its page, which a Lease may hold,
+// is left to the garbage collector instead of the pool.
+// REQUIRES: the page's lock held exclusively.
+func (v *Volume) dropPinnedLocked(s *atomic.Pointer[page]) {
+	s.Store(nil)
+	v.pages.Add(-1)
+}
+
+// cowLocked replaces pg, which a Lease may hold, by a copy in slot s and
+// returns the copy (not pinned, so the caller may change or free it). The
+// old page is left to the garbage collector. keep copies pg's contents;
+// without it the caller overwrites the whole page.
+// REQUIRES: the page's lock held exclusively.
+func (v *Volume) cowLocked(s *atomic.Pointer[page], pg *page, keep bool) *page {
+	np := pagePool.Get().(*page)
+	if keep {
+		*np = *pg
+	}
+	s.Store(np)
+	v.stats.cowPages.Add(1)
+	return np
 }
 
 // Flush does nothing: every completed write is already in memory, the
@@ -304,10 +492,12 @@ func (v *Volume) zero(off, length int64, provision bool) error {
 }
 
 func (v *Volume) zeroPage(pn int64, po, n int, provision bool) error {
-	s := v.slot(pn, provision)
-	if s == nil {
+	c := v.chunkOf(pn, provision)
+	if c == nil {
 		return nil
 	}
+	i := int(pn & (chunkPages - 1))
+	s := &c.pages[i]
 	l := v.lock(pn)
 	l.Lock()
 	defer l.Unlock()
@@ -322,6 +512,13 @@ func (v *Volume) zeroPage(pn int64, po, n int, provision bool) error {
 		}
 		s.Store(pg)
 		return nil
+	}
+	if c.pins[i].Load() > 0 {
+		if !provision && n == PageSize {
+			v.dropPinnedLocked(s)
+			return nil
+		}
+		pg = v.cowLocked(s, pg, n != PageSize)
 	}
 	clear(pg[po : po+n])
 	if !provision && (n == PageSize || isZero(pg[:])) {

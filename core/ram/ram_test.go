@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -144,6 +145,21 @@ func TestModel(t *testing.T) {
 		v := mustNew(t, size, Options{})
 		model := make([]byte, size)
 		rng := rand.New(rand.NewPCG(seed, 42))
+		// Leases held open across later operations, with what their
+		// views showed when taken: writes meanwhile must not show.
+		type held struct {
+			l    *Lease
+			iov  [][]byte
+			want []byte
+		}
+		var leases []held
+		checkLeases := func(i int) {
+			for _, h := range leases {
+				if got := bytes.Join(h.iov, nil); !bytes.Equal(got, h.want) {
+					t.Fatalf("seed %d op %d: pinned views changed", seed, i)
+				}
+			}
+		}
 		span := func() (int64, int64) {
 			off := rng.Int64N(size)
 			n := rng.Int64N(min(size-off, 3*PageSize)) + 1
@@ -155,7 +171,7 @@ func TestModel(t *testing.T) {
 		}
 		for i := 0; i < 3000; i++ {
 			off, n := span()
-			switch rng.IntN(6) {
+			switch rng.IntN(8) {
 			case 0, 1:
 				p := make([]byte, n)
 				if rng.IntN(3) > 0 {
@@ -197,7 +213,28 @@ func TestModel(t *testing.T) {
 				if pos > off+n {
 					t.Fatalf("extents overrun")
 				}
+			case 6:
+				iov, l, err := v.PinRead(ctx, off, n, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := bytes.Join(iov, nil)
+				if !bytes.Equal(got, model[off:off+n]) {
+					t.Fatalf("seed %d op %d: pinned read [%d,+%d) differs", seed, i, off, n)
+				}
+				leases = append(leases, held{l, iov, got})
+			case 7:
+				checkLeases(i)
+				if len(leases) > 0 {
+					k := rng.IntN(len(leases))
+					leases[k].l.Release()
+					leases = append(leases[:k], leases[k+1:]...)
+				}
 			}
+		}
+		checkLeases(-1)
+		for _, h := range leases {
+			h.l.Release()
 		}
 		// Full compare, and every all-zero page is a hole.
 		got := make([]byte, size)
@@ -263,6 +300,168 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestPinReadStable pins pages while writers overwrite, zero and trim
+// them and other writers churn the page pool; every view must keep what it
+// showed when pinned (under -race, an in-place write to a pinned page or
+// the reuse of one for other data is also a reported race).
+func TestPinReadStable(t *testing.T) {
+	const pinReadsPerReader = 300
+	const region = 64 * PageSize
+	v := mustNew(t, 2*region, Options{})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// Writer: whole pages of one byte value each, so a page is uniform at
+	// every moment; zeroes and trims free pages for reuse.
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 3))
+			buf := make([]byte, 8*PageSize)
+			for gen := 1; ; gen++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				base := int64(w) * region // writer 1 churns the other region
+				off := rng.Int64N(region/PageSize-8) * PageSize
+				n := int64(1+rng.IntN(8)) * PageSize
+				switch rng.IntN(4) {
+				case 0:
+					v.WriteZeroes(ctx, base+off, n, ZeroFlags{})
+				case 1:
+					v.Trim(ctx, base+off, n, false)
+				default:
+					buf[0] = byte(gen%255 + 1)
+					for k := 1; k < int(n); k *= 2 {
+						copy(buf[k:n], buf[:k])
+					}
+					v.WriteAt(ctx, buf[:n], base+off, false)
+				}
+			}
+		}()
+	}
+	var bad sync.Once
+	var readers sync.WaitGroup
+	for r := range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			rng := rand.New(rand.NewPCG(uint64(r), 9))
+			var iov [][]byte
+			var snap []byte
+			for range pinReadsPerReader {
+				off := rng.Int64N(region/PageSize-16) * PageSize
+				var l *Lease
+				var err error
+				iov, l, err = v.PinRead(ctx, off, 16*PageSize, iov[:0])
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				snap = bytes.Join(iov, nil)
+				for k := range 16 {
+					pg := snap[k*PageSize : (k+1)*PageSize]
+					if !bytes.Equal(pg, bytes.Repeat(pg[:1], PageSize)) {
+						bad.Do(func() { t.Errorf("page %d of a pinned read is not uniform: torn by a write", k) })
+					}
+				}
+				for range 1 + rng.IntN(3) {
+					runtime.Gosched()
+				}
+				if !bytes.Equal(bytes.Join(iov, nil), snap) {
+					bad.Do(func() { t.Errorf("pinned views changed") })
+				}
+				l.Release()
+			}
+		}()
+	}
+	readers.Wait()
+	close(stop)
+	wg.Wait()
+	st := v.Stats()
+	if st.PinnedReads != 2*pinReadsPerReader {
+		t.Errorf("PinnedReads %d, want 2*pinReadsPerReader", st.PinnedReads)
+	}
+	if st.COWPages == 0 {
+		t.Errorf("no copy-on-write happened: the test did not exercise pins")
+	}
+	t.Logf("stats %+v", st)
+}
+
+func TestPinReadHolesAndRelease(t *testing.T) {
+	v := mustNew(t, 1<<20, Options{MaxBytes: 4 * PageSize})
+	// All holes: views of zeros, nothing pinned.
+	iov, l, err := v.PinRead(ctx, 100, 3*PageSize, nil)
+	if err != nil || l != nil || len(iov) != 4 || !bytes.Equal(bytes.Join(iov, nil), make([]byte, 3*PageSize)) {
+		t.Fatalf("hole pin: %d views, lease %v, err %v", len(iov), l, err)
+	}
+	l.Release() // nil: no-op
+	if _, l, err := v.PinRead(ctx, 1<<20-10, 11, nil); !errors.Is(err, ErrOutOfRange) || l != nil {
+		t.Fatalf("out of range: %v", err)
+	}
+	data := bytes.Repeat([]byte{5}, 4*PageSize)
+	v.WriteAt(ctx, data, 0, false)
+	iov, l, err = v.PinRead(ctx, 0, 4*PageSize, iov[:0])
+	if err != nil || l == nil {
+		t.Fatal(err)
+	}
+	// At the limit, overwriting and zeroing pinned pages still works (the
+	// copies are not counted against MaxBytes) and frees accounting.
+	v.WriteAt(ctx, bytes.Repeat([]byte{6}, 2*PageSize), 0, false)
+	v.WriteZeroes(ctx, 2*PageSize, 2*PageSize, ZeroFlags{})
+	if got := v.AllocatedBytes(); got != 2*PageSize {
+		t.Errorf("allocated %d, want %d", got, 2*PageSize)
+	}
+	if !bytes.Equal(bytes.Join(iov, nil), data) {
+		t.Errorf("pinned views changed")
+	}
+	cow := v.Stats().COWPages
+	if cow != 2 {
+		t.Errorf("COWPages %d, want 2 (the overwritten pages; the zeroed ones are dropped)", cow)
+	}
+	l.Release()
+	// Unpinned again: writes go in place.
+	v.WriteAt(ctx, data[:PageSize], 0, false)
+	if v.Stats().COWPages != cow {
+		t.Errorf("write after Release copied the page")
+	}
+	got := make([]byte, 4*PageSize)
+	v.ReadAt(ctx, got, 0)
+	want := append(bytes.Repeat([]byte{5}, PageSize), bytes.Repeat([]byte{6}, PageSize)...)
+	want = append(want, make([]byte, 2*PageSize)...)
+	if !bytes.Equal(got, want) {
+		t.Errorf("contents after release differ")
+	}
+}
+
+func BenchmarkPinRead1M(b *testing.B) {
+	v := mustNew(b, 256<<20, Options{})
+	p := bytes.Repeat([]byte{1}, 1<<20)
+	for off := int64(0); off < 256<<20; off += 1 << 20 {
+		v.WriteAt(ctx, p, off, false)
+	}
+	b.Run("copy", func(b *testing.B) {
+		buf := make([]byte, 1<<20)
+		b.SetBytes(1 << 20)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			v.ReadAt(ctx, buf, int64(i%256)<<20)
+		}
+	})
+	b.Run("pin", func(b *testing.B) {
+		var iov [][]byte
+		b.SetBytes(1 << 20)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			var l *Lease
+			iov, l, _ = v.PinRead(ctx, int64(i%256)<<20, 1<<20, iov[:0])
+			l.Release()
+		}
+	})
 }
 
 func BenchmarkWrite4k(b *testing.B) {

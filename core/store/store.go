@@ -364,6 +364,24 @@ func (s *Store) AddLayout(l segment.Layout) error {
 	return nil
 }
 
+// Space returns, per drive, the AUs not in use (0 for a failed drive) and
+// the AUs the drive holds. AUs of planned frontier segments count as in
+// use. It walks the allocator's bitmaps: O(AUs), call it now and then, not
+// per I/O.
+func (s *Store) Space() (free, total []int64) {
+	s.mu.Lock()
+	free = s.alloc.FreeAUs()
+	s.mu.Unlock()
+	total = make([]int64, len(free))
+	for i := range free {
+		total[i] = s.d.AUs(i)
+		if s.d.Failed(i) {
+			free[i] = 0
+		}
+	}
+	return free, total
+}
+
 // Log is the NVRAM commit log (commit, trim).
 func (s *Store) Log() *nvlog.Log { return s.log }
 

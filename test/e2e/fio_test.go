@@ -13,7 +13,11 @@ import (
 // with one job and with two jobs on two connections.
 func TestFio(t *testing.T) {
 	need(t, "fio")
-	s := startServer(t, "volumes:\n  - {name: vol0, size: 128M, ram: true}\n")
+	testFio(t, startServer(t, "volumes:\n  - {name: vol0, size: 128M, ram: true}\n"))
+}
+
+// testFio runs TestFio on s, which serves a 128 MiB volume vol0.
+func testFio(t *testing.T, s *server) {
 	for _, tc := range []struct {
 		name    string
 		numjobs int

@@ -55,13 +55,19 @@ var vmResultRE = regexp.MustCompile(`(?m)^VMCLIENT (RESULT|DONE|SUMMARY) .*$`)
 // reconnect, fsck and every checksum verified. SHALE_VMCLIENT_SCENARIO
 // picks another scenario (all, fio, trim).
 func TestKernelClient(t *testing.T) {
+	testKernelClient(t, "volumes:\n  - {name: vol0, size: 1G, ram: true}\n")
+}
+
+// testKernelClient runs TestKernelClient on a server with config extra,
+// which must serve a 1 GiB volume vol0.
+func testKernelClient(t *testing.T, extra string) {
 	need(t, "qemu-system-x86_64", "cpio", "xz")
 	dir := vmclientDir(t)
 	scenario := os.Getenv("SHALE_VMCLIENT_SCENARIO")
 	if scenario == "" {
 		scenario = "smoke"
 	}
-	s := startServer(t, "volumes:\n  - {name: vol0, size: 1G, ram: true}\n")
+	s := startServer(t, extra)
 
 	ctx, cancel := context.WithTimeout(context.Background(), kernelTestTimeout)
 	defer cancel()

@@ -47,10 +47,15 @@ func sha256File(t *testing.T, path string) string {
 // multi-conn, then from volume to volume.
 func TestNbdcopy(t *testing.T) {
 	need(t, "nbdcopy")
-	s := startServer(t, `volumes:
+	testNbdcopy(t, startServer(t, `volumes:
   - {name: vol0, size: 64M, ram: true}
   - {name: vol1, size: 64M, ram: true}
-`)
+`))
+}
+
+// testNbdcopy runs TestNbdcopy on s, which serves 64 MiB volumes vol0 and
+// vol1.
+func testNbdcopy(t *testing.T, s *server) {
 	const size = 64 << 20
 	in, sum := writeRandomFile(t, s.dir, "in.img", size, 1)
 

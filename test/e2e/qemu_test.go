@@ -34,7 +34,10 @@ func qemuIO(t *testing.T, uri, cache string, cmds ...string) string {
 // every write) and in writeback mode (no FUA unless write -f).
 func TestQemuIO(t *testing.T) {
 	need(t, "qemu-io")
-	s := startServer(t, stdVolumes)
+	testQemuIO(t, startServer(t, stdVolumes))
+}
+
+func testQemuIO(t *testing.T, s *server) {
 	uri := s.URI("vol0")
 	const K, M = 1 << 10, 1 << 20
 	for i, cache := range []string{"writethrough", "writeback", "none", "directsync"} {
@@ -62,7 +65,7 @@ func TestQemuIO(t *testing.T) {
 				at("read -P 0xab %d 1M", 0),
 				at("read -P 0xcd %d 1M", 1*M),
 				at("read -P 0 %d 2M", 2*M),
-				at("read -P 0 %d 512k", 4*M), // a RAM volume's trimmed range reads as zeros
+				at("read -P 0 %d 512k", 4*M), // a trimmed range reads as zeros
 				at("read -P 0x5a %d 512k", 4*M+512*K),
 				at("read -P 0x11 %d 64k", 5*M),
 				at("read -P 0 %d 960k", 5*M+64*K),
@@ -77,7 +80,13 @@ func TestQemuIO(t *testing.T) {
 // (block status).
 func TestQemuImg(t *testing.T) {
 	need(t, "qemu-img", "qemu-io")
-	s := startServer(t, stdVolumes)
+	testQemuImg(t, startServer(t, stdVolumes), false)
+}
+
+// testQemuImg runs TestQemuImg on s's vol0 (64 MiB). keepsZeros says the
+// volume maps zeroed ranges as allocated zeros (engine volumes: a zero
+// block-map run, not a hole).
+func testQemuImg(t *testing.T, s *server, keepsZeros bool) {
 	uri := s.URI("vol0")
 	const M = 1 << 20
 
@@ -157,6 +166,18 @@ func TestQemuImg(t *testing.T) {
 		{2 * M, 8 * M, false, true},
 		{10 * M, M, true, false},
 		{11 * M, 53 * M, false, true},
+	}
+	if keepsZeros {
+		// convert -n zeroed every range the source lacks (WRITE_ZEROES),
+		// and the engine keeps zeroed ranges as zero runs of the block
+		// map (allocated, reading as zeros), never as holes: on a clone a
+		// hole would expose the snapshot underneath.
+		wantMap = []ext{
+			{0, 2 * M, true, false},
+			{2 * M, 8 * M, true, true},
+			{10 * M, M, true, false},
+			{11 * M, 53 * M, true, true},
+		}
 	}
 	if !reflect.DeepEqual(m, wantMap) {
 		t.Errorf("qemu-img map:\n got %+v\nwant %+v", m, wantMap)

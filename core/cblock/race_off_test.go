@@ -1,0 +1,5 @@
+//go:build !race
+
+package cblock
+
+const raceEnabled = false

@@ -158,7 +158,7 @@ type Writer struct {
 	freeMu  sync.Mutex
 	free    []*segio
 	maxFree int
-	done     chan struct{}
+	done    chan struct{}
 
 	fmu      sync.Mutex
 	flushedN uint64

@@ -3,6 +3,7 @@ package segment
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/shalestore/shale/backend"
@@ -24,8 +25,14 @@ type Scanned struct {
 
 // Scan finds how far a segment was written, from its unit headers alone:
 // segio j counts if at least k of its units carry valid headers of one
-// write (the highest stamp with k; see the unit header format). It does
-// not read bodies: see VerifyLast for the one segio a crash can tear.
+// write (the highest stamp with k; see the unit header format) and that
+// stamp is not below segio j-1's. Stamps grow from session to session and a
+// segment is written in segio order, so a segio whose stamp is lower than
+// the one before it is a leftover: written, never made durable, by an
+// earlier session that crashed while it was one of the last MaxUnsynced
+// segios, before a later session rewrote the segio before it. The scan
+// stops at the first segio that does not count. It does not read bodies:
+// see VerifyTail for the segios a crash can tear.
 //
 // Cost: (k+m) header reads per segio found: bounded by the segment,
 // whatever the array stores.
@@ -59,7 +66,7 @@ func (r *Reader) Scan(ctx context.Context, lay Layout) (*Scanned, error) {
 		}
 		wg.Wait()
 		stamp, ok := pickStamp(hs, g.Data)
-		if !ok {
+		if !ok || j > 0 && stamp < sc.Segios[j-1].Stamp {
 			break
 		}
 		valid := make([]bool, g.Width())
@@ -83,39 +90,70 @@ func (r *Reader) Scan(ctx context.Context, lay Layout) (*Scanned, error) {
 }
 
 // VerifyLast reads the last segio Scan found whole and verifies every
-// block of every unit: only the segio being flushed at a crash can be torn
-// (each is synced before the next starts), so recovery calls this for the
-// last segio written, in the last segment written. If fewer than k units
-// verify, the segio is dropped from sc.Segios (it was never durable); if
-// at least k but not all do, the missing units are rebuilt from parity,
-// rewritten and synced.
+// block of every unit. If fewer than k units verify, the segio is dropped
+// from sc.Segios (it was never durable); if at least k but not all do, the
+// missing units are rebuilt from parity, rewritten and synced. It is
+// VerifyTail of one segio in one segment: enough only for segios written
+// by a writer with MaxUnsyncedSegios 1.
 func (r *Reader) VerifyLast(ctx context.Context, sc *Scanned) error {
-	g := r.d.Geometry
-	if len(sc.Segios) == 0 {
-		return nil
+	return r.VerifyTail(ctx, []*Scanned{sc}, 1)
+}
+
+// VerifyTail verifies every block of every unit of the last n segios found
+// in scans, which are in write order (the order their segments were
+// opened) and hold no segio after a hole: every scan before the last
+// non-empty one is whole. A Writer leaves at most MaxUnsynced segios
+// unsynced, so recovery passes n = MaxUnsynced: only those can be torn or
+// missing units, and the segios before them are durable.
+//
+// The tail is verified oldest first. A segio with fewer than k units that
+// verify was never durable: it is dropped, and with it every segio after
+// it (none of them was reported durable either: reports are in order). A
+// segio with at least k but not all is repaired: the missing units are
+// rebuilt from parity, rewritten and synced.
+func (r *Reader) VerifyTail(ctx context.Context, scans []*Scanned, n int) error {
+	type pos struct{ scan, segio int }
+	var tail []pos
+	for si := len(scans) - 1; si >= 0 && len(tail) < n; si-- {
+		for j := len(scans[si].Segios) - 1; j >= 0 && len(tail) < n; j-- {
+			tail = append(tail, pos{si, j})
+		}
 	}
+	slices.Reverse(tail)
+	for _, p := range tail {
+		ok, err := r.verifySegio(ctx, scans[p.scan], p.segio)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			scans[p.scan].Segios = scans[p.scan].Segios[:p.segio]
+			for _, sc := range scans[p.scan+1:] {
+				sc.Segios = sc.Segios[:0]
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// verifySegio verifies (and repairs) segio j of sc; see VerifyTail.
+func (r *Reader) verifySegio(ctx context.Context, sc *Scanned, j int) (bool, error) {
+	g := r.d.Geometry
 	lay := sc.Layout
-	last := len(sc.Segios) - 1
-	h := sc.Segios[last]
+	h := sc.Segios[j]
 	candidates := make([]bool, g.Width())
 	for i, m := range lay.Members {
 		candidates[i] = !r.d.Failed(m.Drive)
 	}
-	ok, repaired, bad, err := r.verifyAndRepair(ctx, lay, last, h.Stamp, candidates)
+	ok, repaired, bad, err := r.verifyAndRepair(ctx, lay, j, h.Stamp, candidates)
 	sc.Bad = append(sc.Bad, bad...)
 	sc.Repaired += repaired
-	if err != nil {
-		return err
-	}
-	if !ok {
-		sc.Segios = sc.Segios[:last]
-	}
 	r.cmu.Lock()
 	for i := range g.Width() {
-		delete(r.cache, unitKey{seg: lay.Segment, segio: int32(last), shard: int32(i)})
+		delete(r.cache, unitKey{seg: lay.Segment, segio: int32(j), shard: int32(i)})
 	}
 	r.cmu.Unlock()
-	return nil
+	return ok, err
 }
 
 func pickStamp(hs []*Header, k int) (uint64, bool) {

@@ -24,12 +24,14 @@ const (
 	// PointSegioEncoded: content map, checksums and parity computed; no unit
 	// written yet.
 	PointSegioEncoded = "segio.encoded"
-	// PointUnitWritten: one write unit written (not yet synced).
+	// PointUnitWritten: one write unit written (not yet synced). The
+	// previous segio may still be syncing (see MaxUnsyncedSegios).
 	PointUnitWritten = "segio.unit-written"
-	// PointSegioWritten: every unit written, none synced.
+	// PointSegioWritten: every unit written, none synced by this segio's
+	// syncs yet.
 	PointSegioWritten = "segio.written"
 	// PointSegioSynced: every drive synced; the segio is durable but not yet
-	// reported.
+	// reported. The next segio may be being written.
 	PointSegioSynced = "segio.synced"
 	// PointSegioReported: OnFlush returned.
 	PointSegioReported = "segio.reported"
@@ -87,8 +89,18 @@ type WriterOptions struct {
 	// Append blocks beyond it. Default 2.
 	MaxPendingSegios int
 	// MaxWritingDrives bounds how many drives of a stripe are written at
-	// once (paper §4.4). Default 2.
+	// once (paper §4.4): write units in flight (WriteAt calls) per segio.
+	// Syncs are not counted: they flush what was already written. Default
+	// 2.
 	MaxWritingDrives int
+	// MaxUnsyncedSegios bounds how many segios are written but not yet
+	// durable: 1 writes a segio only after the previous one is synced; 2
+	// (the default) writes segio N+1 while segio N syncs, so the syncs'
+	// latency overlaps the next writes. Reports (OnFlush, Flush) stay in
+	// order: N+1 is reported only after N. Values above MaxUnsynced are
+	// lowered to it: recovery verifies the last MaxUnsynced segios written
+	// and relies on nothing older being torn.
+	MaxUnsyncedSegios int
 	// CrashHook, if set, is called at each named crash point. It may be
 	// called from several goroutines at once.
 	CrashHook func(point string)
@@ -96,14 +108,27 @@ type WriterOptions struct {
 	Logger *slog.Logger
 }
 
+// MaxUnsynced is the most segios a Writer leaves written but not yet
+// synced at once, whatever its options: after a crash only the last
+// MaxUnsynced segios written (in write order, across segment boundaries)
+// can be torn or missing; every segio before them is durable.
+const MaxUnsynced = 2
+
 // WriterStats are counters of a Writer.
 type WriterStats struct {
 	Appends, AppendBytes, SegiosFlushed, UnitsWritten, UnitsFailed, SegmentsOpened atomic.Int64
 }
 
 // Writer appends cblocks and log records to segments. Append may be called
-// from many goroutines; flushing runs on one goroutine of its own, one segio
-// after another, so segios become durable in address order.
+// from many goroutines. Sealed segios go through three stages, each a
+// goroutine of its own: encode (content map, checksums, parity), write (the
+// units, at most MaxWritingDrives at once) and sync (every drive written,
+// then OnFlush). The stages overlap across segios, so segio N+1 is encoded
+// and written while segio N syncs; segios are written, made durable and
+// reported in address order.
+//
+// INVARIANT: at most MaxUnsynced segios are written but not durable; a
+// segio is reported only after every segio before it.
 type Writer struct {
 	d    *Drives
 	opts WriterOptions
@@ -123,8 +148,16 @@ type Writer struct {
 	appended bool
 
 	queue   chan *segio // sealed, to the encoder
-	encoded chan *segio // encoded, to the flusher
-	free    chan *segio
+	encoded chan *segio // encoded, to the write stage
+	written chan *segio // written, to the sync stage
+	// unsynced holds one token per segio between the start of its writes
+	// and its report: at most MaxUnsyncedSegios.
+	unsynced chan struct{}
+	// free is a stack of segio buffers (LIFO: the most recently flushed,
+	// likeliest still in cache, is reused first), at most maxFree.
+	freeMu  sync.Mutex
+	free    []*segio
+	maxFree int
 	done    chan struct{}
 
 	fmu      sync.Mutex
@@ -150,7 +183,20 @@ type segio struct {
 	seqLo, seqHi uint64
 	restored     bool
 	n            uint64 // sealed order
+	// bcrc holds each unit's body block checksums. Append computes a data
+	// block's while it is hot, once no later item can change it:
+	// payload bytes [crcLo, crcHi) are those still to do at encode.
+	// INVARIANT: crcLo <= front and crcHi >= back, both multiples of
+	// BlockSize; Append places items only at front and below back, so
+	// blocks outside [crcLo, crcHi) are final. Restored segios (items at
+	// fixed offsets) leave the whole range to encode.
+	bcrc         [][]uint32
+	crcLo, crcHi uint32
 	encErr       error
+	// Write stage results, read by the sync stage after the hand-off.
+	werr error  // the write stage did not write (encoding failed, or the writer had failed)
+	good []bool // per member: unit written
+	bad  []int  // drives whose unit could not be written
 }
 
 // NewWriter starts a writer on d. Close it to stop its flusher.
@@ -164,11 +210,16 @@ func NewWriter(d *Drives, opts WriterOptions) (*Writer, error) {
 	if opts.MaxWritingDrives <= 0 {
 		opts.MaxWritingDrives = 2
 	}
+	if opts.MaxUnsyncedSegios <= 0 || opts.MaxUnsyncedSegios > MaxUnsynced {
+		opts.MaxUnsyncedSegios = MaxUnsynced
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	w := &Writer{d: d, opts: opts, wake: make(chan struct{}), done: make(chan struct{}),
-		queue: make(chan *segio, opts.MaxPendingSegios), encoded: make(chan *segio), free: make(chan *segio, opts.MaxPendingSegios+3)}
+		queue: make(chan *segio, opts.MaxPendingSegios), encoded: make(chan *segio),
+		written: make(chan *segio, opts.MaxUnsyncedSegios), unsynced: make(chan struct{}, opts.MaxUnsyncedSegios),
+		maxFree: opts.MaxPendingSegios + opts.MaxUnsyncedSegios + 2}
 	g := d.Geometry
 	if g.Parity > 0 {
 		enc, err := reedsolomon.New(g.Data, g.Parity, reedsolomon.WithAutoGoroutines(int(g.BodySize())))
@@ -184,7 +235,8 @@ func NewWriter(d *Drives, opts WriterOptions) (*Writer, error) {
 		w.pos, w.havePos = Position{Layout: opts.Start.Layout.Clone(), Segio: opts.Start.Segio}, true
 	}
 	go w.encoder()
-	go w.flusher()
+	go w.writeStage()
+	go w.syncStage()
 	return w, nil
 }
 
@@ -195,24 +247,29 @@ func (w *Writer) hook(p string) {
 }
 
 func (w *Writer) getBuf() *segio {
-	select {
-	case s := <-w.free:
+	w.freeMu.Lock()
+	if n := len(w.free); n > 0 {
+		s := w.free[n-1]
+		w.free = w.free[:n-1]
+		w.freeMu.Unlock()
 		return s
-	default:
 	}
+	w.freeMu.Unlock()
 	g := w.d.Geometry
-	s := &segio{shards: make([][]byte, g.Width())}
+	s := &segio{shards: make([][]byte, g.Width()), good: make([]bool, g.Width()), bcrc: make([][]uint32, g.Width())}
 	for i := range s.shards {
 		s.shards[i] = backend.AlignedBuffer(int(g.WriteUnit))
+		s.bcrc[i] = make([]uint32, g.BodyBlocks())
 	}
 	return s
 }
 
 func (w *Writer) putBuf(s *segio) {
-	select {
-	case w.free <- s:
-	default:
+	w.freeMu.Lock()
+	if len(w.free) < w.maxFree {
+		w.free = append(w.free, s)
 	}
+	w.freeMu.Unlock()
 }
 
 // openLocked opens the segio at w.pos, or the first segio of the next
@@ -237,6 +294,7 @@ func (w *Writer) openLocked(ctx context.Context) error {
 	s.lay, s.index = w.pos.Layout, w.pos.Segio
 	s.entries = s.entries[:0]
 	s.front, s.back = 0, uint32(g.SegioBytes())
+	s.crcLo, s.crcHi = 0, s.back
 	s.seqLo, s.seqHi = 0, 0
 	s.restored = false
 	w.cur = s
@@ -272,6 +330,44 @@ func (s *segio) zero(g Geometry, from, to uint32) {
 		clear(s.shards[sh][h+in : h+in+n])
 		o += n
 	}
+}
+
+// crcBlocks computes the checksums of the payload blocks in [from, to)
+// (multiples of BlockSize).
+func (s *segio) crcBlocks(g Geometry, from, to uint32) {
+	h, body := g.HeaderSize(), g.BodySize()
+	for o := int64(from); o < int64(to); o += BlockSize {
+		sh, in := o/body, o%body
+		s.bcrc[sh][in/BlockSize] = crc(s.shards[sh][h+in : h+in+BlockSize])
+	}
+}
+
+// crcHot checksums the blocks the last Append completed: below front,
+// or at and above back. REQUIRES: s was filled by Append only.
+func (s *segio) crcHot(g Geometry) {
+	if lo := s.front / BlockSize * BlockSize; lo > s.crcLo {
+		s.crcBlocks(g, s.crcLo, lo)
+		s.crcLo = lo
+	}
+	if hi := (s.back + BlockSize - 1) / BlockSize * BlockSize; hi < s.crcHi {
+		s.crcBlocks(g, hi, s.crcHi)
+		s.crcHi = hi
+	}
+}
+
+// place puts an appended item at the front (cblock) or back (record),
+// checksumming the blocks it completes. REQUIRES: s.fits(kind, len(p)).
+func (s *segio) place(g Geometry, kind Kind, seqLo, seqHi uint64, p []byte) Entry {
+	n := uint32(len(p))
+	e := Entry{Kind: kind, Length: n, SeqLo: seqLo, SeqHi: seqHi}
+	if kind == Cblock {
+		e.Offset = s.front
+	} else {
+		e.Offset = s.back - n
+	}
+	s.add(g, e, p)
+	s.crcHot(g)
+	return e
 }
 
 func (s *segio) add(g Geometry, e Entry, p []byte) {
@@ -336,13 +432,7 @@ func (w *Writer) Append(ctx context.Context, kind Kind, seqLo, seqHi uint64, pay
 		}
 	}
 	s := w.cur
-	e := Entry{Kind: kind, Length: uint32(n), SeqLo: seqLo, SeqHi: seqHi}
-	if kind == Cblock {
-		e.Offset = s.front
-	} else {
-		e.Offset = s.back - uint32(n)
-	}
-	s.add(g, e, payload)
+	e := s.place(g, kind, seqLo, seqHi, payload)
 	if len(s.entries) == 1 {
 		w.armLocked()
 	}
@@ -480,15 +570,37 @@ func (w *Writer) encoder() {
 	}
 }
 
-func (w *Writer) flusher() {
-	defer close(w.done)
+// writeStage writes sealed, encoded segios one after another and hands
+// each to the sync stage. It starts writing a segio once fewer than
+// MaxUnsyncedSegios are unsynced, so segio N+1 is written while N syncs.
+func (w *Writer) writeStage() {
+	defer close(w.written)
 	for s := range w.encoded {
+		w.unsynced <- struct{}{}
+		w.fmu.Lock()
+		failed := w.flushErr
+		w.fmu.Unlock()
+		s.werr = s.encErr
+		if s.werr == nil && failed != nil {
+			s.werr = failed
+		}
+		if s.werr == nil {
+			w.write(s)
+		}
+		w.written <- s
+	}
+}
+
+// syncStage syncs written segios in order and reports each once durable.
+func (w *Writer) syncStage() {
+	defer close(w.done)
+	for s := range w.written {
 		w.fmu.Lock()
 		failed := w.flushErr != nil
 		w.fmu.Unlock()
-		err := s.encErr
+		err := s.werr
 		if !failed && err == nil {
-			err = w.flush(s)
+			err = w.syncAndReport(s)
 		}
 		w.fmu.Lock()
 		if err != nil && w.flushErr == nil {
@@ -508,6 +620,7 @@ func (w *Writer) flusher() {
 			}
 			w.mu.Unlock()
 		}
+		<-w.unsynced
 		w.putBuf(s)
 	}
 }
@@ -539,16 +652,22 @@ func (w *Writer) encode(s *segio) error {
 	hd := Header{Data: g.Data, Parity: g.Parity, Size: h, WriteUnit: wu, AUSize: g.AUSize, Array: w.opts.Array,
 		Segment: s.lay.Segment, Segio: s.index, Stamp: w.opts.Stamp, SeqLo: s.seqLo, SeqHi: s.seqHi,
 		Front: s.front, Back: s.back, MapOffset: s.front, MapCount: uint32(len(s.entries)), MapCRC: mc,
-		Members: s.lay.Members, BlockCRCs: make([]uint32, g.BodyBlocks())}
+		Members: s.lay.Members}
 	if s.restored {
 		hd.Flags |= flagRestored
 	}
+	// Data blocks Append did not checksum (the content map, the free
+	// middle, what a restore placed), then every parity block.
+	s.crcBlocks(g, s.crcLo, s.crcHi)
+	for i := g.Data; i < g.Width(); i++ {
+		body := s.shards[i][h:wu]
+		for b := range s.bcrc[i] {
+			s.bcrc[i][b] = crc(body[b*BlockSize : (b+1)*BlockSize])
+		}
+	}
 	for i := range s.shards {
 		hd.Shard = i
-		body := s.shards[i][h:wu]
-		for b := range hd.BlockCRCs {
-			hd.BlockCRCs[b] = crc(body[b*BlockSize : (b+1)*BlockSize])
-		}
+		hd.BlockCRCs = s.bcrc[i]
 		encodeHeader(s.shards[i][:h], &hd)
 	}
 	return nil
@@ -558,24 +677,24 @@ func crc32Update(c uint32, b []byte) uint32 {
 	return crc32Castagnoli(c, b)
 }
 
-// flush writes s to its drives and syncs them.
-func (w *Writer) flush(s *segio) error {
+// write writes s's units to its drives, at most MaxWritingDrives at
+// once, recording in s which were written and which drives failed.
+func (w *Writer) write(s *segio) {
 	ctx := context.Background()
-	g := w.d.Geometry
 	w.hook(PointSegioEncoded)
 	var (
-		mu   sync.Mutex
-		bad  []int
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, w.opts.MaxWritingDrives)
-		good = make([]bool, len(s.lay.Members))
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, w.opts.MaxWritingDrives)
 	)
+	s.bad = s.bad[:0]
+	clear(s.good)
 	for i, m := range s.lay.Members {
 		if w.d.Failed(m.Drive) {
 			// Under mu: write goroutines started earlier in this loop
 			// may be appending too.
 			mu.Lock()
-			bad = append(bad, m.Drive)
+			s.bad = append(s.bad, m.Drive)
 			mu.Unlock()
 			continue
 		}
@@ -590,20 +709,33 @@ func (w *Writer) flush(s *segio) error {
 				w.Stats.UnitsFailed.Add(1)
 				w.opts.Logger.Warn("write unit failed", "segment", s.lay.Segment, "segio", s.index, "drive", m.Drive, "err", err)
 				mu.Lock()
-				bad = append(bad, m.Drive)
+				s.bad = append(s.bad, m.Drive)
 				mu.Unlock()
 				return
 			}
 			w.Stats.UnitsWritten.Add(1)
-			good[i] = true
+			s.good[i] = true
 			w.hook(PointUnitWritten)
 		}()
 	}
 	wg.Wait()
 	w.hook(PointSegioWritten)
-	var serr error
+}
+
+// syncAndReport syncs the drives s was written to and reports s durable.
+// REQUIRES: every segio before s is reported (the sync stage runs them in
+// order).
+func (w *Writer) syncAndReport(s *segio) error {
+	ctx := context.Background()
+	g := w.d.Geometry
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		serr error
+	)
+	bad := s.bad
 	for i, m := range s.lay.Members {
-		if !good[i] {
+		if !s.good[i] {
 			continue
 		}
 		wg.Add(1)
@@ -611,7 +743,6 @@ func (w *Writer) flush(s *segio) error {
 			defer wg.Done()
 			if err := w.d.Devs[m.Drive].Sync(ctx); err != nil {
 				mu.Lock()
-				good[i] = false
 				bad = append(bad, m.Drive)
 				serr = err
 				mu.Unlock()
@@ -626,6 +757,8 @@ func (w *Writer) flush(s *segio) error {
 	w.hook(PointSegioSynced)
 	w.Stats.SegiosFlushed.Add(1)
 	if w.opts.OnFlush != nil {
+		// A copy: s.bad is reused with s's buffers.
+		bad = slices.Clone(bad)
 		slices.Sort(bad)
 		w.opts.OnFlush(Flushed{Segment: s.lay.Segment, Segio: s.index, SeqLo: s.seqLo, SeqHi: s.seqHi,
 			Entries: len(s.entries), Bad: bad, Last: s.index == g.SegiosPerAU()-1})

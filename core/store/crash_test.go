@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shalestore/shale/backend"
 	"github.com/shalestore/shale/core/nvlog"
 	"github.com/shalestore/shale/core/segment"
 )
@@ -64,6 +65,22 @@ type harness struct {
 	reached      map[string]int
 	seg          segment.Geometry
 	ops, crashes int
+	// gate, if set, holds segio N's syncs until segio N+1 is written,
+	// then cuts power (TestCrashWhileSyncing).
+	gate *syncGate
+	// appendOnly restricts step to writes and records: nothing waits for
+	// a segio to be durable.
+	appendOnly bool
+}
+
+func (h *harness) devs() []backend.Device {
+	ds := h.a.devs()
+	if h.gate != nil {
+		for i, d := range ds {
+			ds[i] = gatedSync{d, h.gate}
+		}
+	}
+	return ds
 }
 
 func newHarness(t *testing.T, seed uint64) *harness {
@@ -80,6 +97,14 @@ func (h *harness) options() Options {
 
 // hook captures the power-loss image at the armed crash point.
 func (h *harness) hook(p string) {
+	if h.gate != nil && h.gate.point(p) {
+		h.mu.Lock()
+		h.reached[p]++
+		h.cutPowerLocked()
+		h.mu.Unlock()
+		h.gate.cut()
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.reached[p]++
@@ -88,6 +113,15 @@ func (h *harness) hook(p string) {
 	}
 	h.crashCount++
 	if h.crashCount < h.crashNth {
+		return
+	}
+	h.cutPowerLocked()
+}
+
+// cutPowerLocked cuts power to the whole array and keeps the facts
+// acknowledged so far. REQUIRES: h.mu held.
+func (h *harness) cutPowerLocked() {
+	if h.crashed != nil {
 		return
 	}
 	h.crashed = h.a.powerLoss(h.t)
@@ -187,7 +221,11 @@ func (h *harness) segmentTable() []byte {
 func (h *harness) step(ctx context.Context) bool {
 	h.ops++
 	s := h.s
-	switch x := h.rng.IntN(100); {
+	ops := 100
+	if h.appendOnly {
+		ops = 70
+	}
+	switch x := h.rng.IntN(ops); {
 	case x < 60: // write
 		p := h.payload(1 + h.rng.IntN(5000))
 		a, err := s.Append(ctx, segment.Cblock, 0, 0, p)
@@ -240,22 +278,7 @@ func (h *harness) step(ctx context.Context) bool {
 			h.t.Fatalf("read of acknowledged %v returned wrong data", w.addr)
 		}
 	case x < 95: // flush, then trim NVRAM past what the flush made durable
-		h.mu.Lock()
-		upTo := h.lastSeq
-		pend := h.pendingR
-		nw := len(h.ackedW)
-		h.mu.Unlock()
-		if err := s.Flush(ctx); err != nil {
-			return h.failed("flush", err)
-		}
-		h.mu.Lock()
-		h.flushedW = nw
-		h.ackedR = append(h.ackedR, pend...)
-		h.pendingR = h.pendingR[len(pend):]
-		h.mu.Unlock()
-		if err := s.Log().Trim(ctx, upTo); err != nil {
-			return h.failed("trim", err)
-		}
+		return h.flush(ctx)
 	default: // checkpoint: flush, then persist roots covering all records
 		h.mu.Lock()
 		pend := h.pendingR
@@ -276,6 +299,28 @@ func (h *harness) step(ctx context.Context) bool {
 	return !h.isCrashed()
 }
 
+// flush makes everything appended durable, then trims NVRAM past it.
+func (h *harness) flush(ctx context.Context) bool {
+	s := h.s
+	h.mu.Lock()
+	upTo := h.lastSeq
+	pend := h.pendingR
+	nw := len(h.ackedW)
+	h.mu.Unlock()
+	if err := s.Flush(ctx); err != nil {
+		return h.failed("flush", err)
+	}
+	h.mu.Lock()
+	h.flushedW = nw
+	h.ackedR = append(h.ackedR, pend...)
+	h.pendingR = h.pendingR[len(pend):]
+	h.mu.Unlock()
+	if err := s.Log().Trim(ctx, upTo); err != nil {
+		return h.failed("trim", err)
+	}
+	return !h.isCrashed()
+}
+
 func (h *harness) failed(op string, err error) bool {
 	if h.isCrashed() {
 		return false
@@ -286,7 +331,7 @@ func (h *harness) failed(op string, err error) bool {
 
 // recover opens the crashed image (optionally crashing again inside
 // recovery at point), replays NVRAM, restores, and checks every fact.
-func (h *harness) recover(ctx context.Context, recoverPoint string) {
+func (h *harness) recover(ctx context.Context, recoverPoint string) *Recovery {
 	t := h.t
 	_ = h.s.Close(ctx) // the old incarnation; its devices are dead
 	h.mu.Lock()
@@ -299,7 +344,7 @@ func (h *harness) recover(ctx context.Context, recoverPoint string) {
 	h.mu.Unlock()
 	h.crashes++
 
-	s, rec, err := Open(ctx, h.a.devs(), h.a.nvram, h.options())
+	s, rec, err := Open(ctx, h.devs(), h.a.nvram, h.options())
 	if h.isCrashed() {
 		// Crashed inside recovery: nothing was acknowledged meanwhile.
 		if s != nil {
@@ -308,7 +353,7 @@ func (h *harness) recover(ctx context.Context, recoverPoint string) {
 		h.mu.Lock()
 		h.a, h.crashed, h.armed = h.crashed, nil, false
 		h.mu.Unlock()
-		s, rec, err = Open(ctx, h.a.devs(), h.a.nvram, h.options())
+		s, rec, err = Open(ctx, h.devs(), h.a.nvram, h.options())
 	}
 	if err != nil {
 		t.Fatalf("recovery: %v", err)
@@ -404,6 +449,7 @@ func (h *harness) recover(ctx context.Context, recoverPoint string) {
 	}
 	h.lastSeq = max(h.lastSeq, maxSeq)
 	h.mu.Unlock()
+	return rec
 }
 
 func (h *harness) arm(point string, nth int) {
@@ -413,7 +459,7 @@ func (h *harness) arm(point string, nth int) {
 }
 
 func (h *harness) create(ctx context.Context) {
-	s, err := Create(ctx, h.a.devs(), h.a.nvram, h.options())
+	s, err := Create(ctx, h.devs(), h.a.nvram, h.options())
 	if err != nil {
 		h.t.Fatal(err)
 	}

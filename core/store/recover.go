@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/shalestore/shale/backend"
 	"github.com/shalestore/shale/core/alloc"
@@ -31,6 +32,32 @@ type Recovery struct {
 	Bad []segment.BadUnit
 	// Repaired counts units of torn segios rebuilt from parity.
 	Repaired int
+	// Invalidated counts segios found whole on the drives but never
+	// durable (after a hole, or torn beyond repair) whose unit headers
+	// recovery overwrote with zeros.
+	Invalidated int
+	// Phases is how long each step of Open took.
+	Phases Phases
+}
+
+// Phases times the steps of Open, in order. Only Scan and Verify read
+// segments; BootRead, Sync, BootWrite and Start cost the same whatever the
+// array stores.
+type Phases struct {
+	// BootRead: labels and both boot slots of every drive.
+	BootRead time.Duration
+	// Scan: unit headers of the frontier segments' segios.
+	Scan time.Duration
+	// Verify: the last MaxUnsynced segios read whole, repairs and
+	// invalidations written, content maps of the frontier segios read.
+	Verify time.Duration
+	// Sync: every drive synced, so what the scan counted is durable.
+	Sync time.Duration
+	// BootWrite: the session's boot generation written and synced on its
+	// copies.
+	BootWrite time.Duration
+	// Start: NVRAM log opened, reader and writer started.
+	Start time.Duration
 }
 
 // ScannedSegment is one frontier segment as recovery found it.
@@ -53,6 +80,8 @@ type Record struct {
 // Restore for lost items, and EndRestore before appending.
 func Open(ctx context.Context, drives []backend.Device, nvram backend.Device, opts Options) (*Store, *Recovery, error) {
 	opts.fill()
+	t0 := time.Now()
+	var ph Phases
 	found, err := boot.ReadNewest(ctx, drives)
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: %w", err)
@@ -97,6 +126,8 @@ func Open(ctx context.Context, drives []backend.Device, nvram backend.Device, op
 	}
 	rec := &Recovery{Generation: st.Generation, Roots: st.Clone().Roots}
 
+	ph.BootRead = time.Since(t0)
+	t0 = time.Now()
 	// Scan the frontier, every segment at once.
 	scans := make([]*segment.Scanned, len(st.Frontier))
 	errs := make([]error, len(st.Frontier))
@@ -113,26 +144,41 @@ func Open(ctx context.Context, drives []backend.Device, nvram backend.Device, op
 		return nil, nil, fmt.Errorf("store: scanning the frontier: %w", err)
 	}
 	g := st.Geometry
-	lastUsed := -1
+	// Segments are written in frontier order: what counts is the run of
+	// segios up to the first hole. The writer overlaps segio N+1's writes
+	// with segio N's syncs, so a crash can leave N+1 whole and N not, and
+	// N+1 may be the first segio of the next segment.
+	whole := make([]int, len(scans))
 	for i, sc := range scans {
-		if len(sc.Segios) > 0 {
-			lastUsed = i
-		}
+		whole[i] = len(sc.Segios)
 	}
-	// Only the segio being flushed at the crash can be torn: the last one
-	// of the last segment written.
-	if lastUsed >= 0 {
-		if err := rd.VerifyLast(ctx, scans[lastUsed]); err != nil {
-			return nil, nil, fmt.Errorf("store: verifying the last segio: %w", err)
-		}
-		if len(scans[lastUsed].Segios) == 0 {
-			lastUsed = -1
-			for i, sc := range scans {
-				if len(sc.Segios) > 0 {
-					lastUsed = i
+	cutAtHole(scans, g.SegiosPerAU())
+	ph.Scan = time.Since(t0)
+	t0 = time.Now()
+	// Only the last segment.MaxUnsynced segios written can be torn.
+	if err := rd.VerifyTail(ctx, scans, segment.MaxUnsynced); err != nil {
+		return nil, nil, fmt.Errorf("store: verifying the last segios: %w", err)
+	}
+	// Segios found whole but not kept were never durable. Invalidate their
+	// units' headers, so that no later scan counts them: once this session
+	// rewrote the segio before one of them and a checkpoint dropped that
+	// segio's segment from the frontier, nothing would tell it from a
+	// durable segio. At most MaxUnsynced-1 segios after a crash.
+	for i, sc := range scans {
+		for j := len(sc.Segios); j < whole[i]; j++ {
+			rec.Invalidated++
+			for _, m := range sc.Layout.Members {
+				if d.Failed(m.Drive) {
+					continue
+				}
+				if err := d.Devs[m.Drive].WriteAt(ctx, backend.AlignedBuffer(segment.BlockSize), d.UnitOffset(m, j)); err != nil {
+					return nil, nil, fmt.Errorf("store: invalidating segment %d segio %d on drive %d: %w", sc.Layout.Segment, j, m.Drive, err)
 				}
 			}
 		}
+	}
+	if rec.Invalidated > 0 {
+		opts.Logger.Info("store: invalidated segios found after a hole or torn (never durable)", "segios", rec.Invalidated)
 	}
 	for _, sc := range scans {
 		s.layouts[sc.Layout.Segment] = sc.Layout
@@ -157,21 +203,15 @@ func Open(ctx context.Context, drives []backend.Device, nvram backend.Device, op
 			}
 		}
 	}
-	// Segments are used in frontier order: resume in the last one written
-	// if it has room, else in the next one.
-	resume := 0
-	switch {
-	case lastUsed < 0 && len(scans) > 0:
-		rec.Restart = segment.Position{Layout: scans[0].Layout}
-	case lastUsed < 0:
-	case len(scans[lastUsed].Segios) < g.SegiosPerAU():
-		rec.Restart = segment.Position{Layout: scans[lastUsed].Layout, Segio: len(scans[lastUsed].Segios)}
-		resume = lastUsed
-	case lastUsed+1 < len(scans):
-		rec.Restart = segment.Position{Layout: scans[lastUsed+1].Layout}
-		resume = lastUsed + 1
-	default:
-		resume = len(scans)
+	// Resume in the first segment not full (the hole), else after the
+	// frontier.
+	resume := len(scans)
+	for i, sc := range scans {
+		if len(sc.Segios) < g.SegiosPerAU() {
+			resume = i
+			rec.Restart = segment.Position{Layout: sc.Layout, Segio: len(sc.Segios)}
+			break
+		}
 	}
 	if rec.Restart.Layout.Members != nil {
 		al.Resume(resume + 1)
@@ -179,6 +219,8 @@ func Open(ctx context.Context, drives []backend.Device, nvram backend.Device, op
 	} else {
 		al.Resume(resume)
 	}
+	ph.Verify = time.Since(t0)
+	t0 = time.Now()
 	// What the scan counted as written must be durable before the engine
 	// trims NVRAM on its strength.
 	for i, dev := range drives {
@@ -188,17 +230,23 @@ func Open(ctx context.Context, drives []backend.Device, nvram backend.Device, op
 			}
 		}
 	}
+	ph.Sync = time.Since(t0)
+	t0 = time.Now()
 	s.hook(PointRecoverScanned)
 	// A new generation for this session: its number stamps this session's
 	// segios, above every earlier session's.
 	if err := s.writeBootLocked(ctx); err != nil {
 		return nil, nil, err
 	}
+	ph.BootWrite = time.Since(t0)
+	t0 = time.Now()
 	s.hook(PointRecoverMounted)
 	s.restart = rec.Restart
 	if err := s.start(ctx, nvram, rec.Restart); err != nil {
 		return nil, nil, err
 	}
+	ph.Start = time.Since(t0)
+	rec.Phases = ph
 	opts.Logger.Info("store: recovered", "generation", st.Generation, "frontier_segments", len(st.Frontier),
 		"records", len(rec.Records), "restart_segment", rec.Restart.Layout.Segment, "restart_segio", rec.Restart.Segio,
 		"bad_units", len(rec.Bad), "repaired", rec.Repaired)
@@ -232,3 +280,31 @@ func (s *Store) Restore(a segment.Addr, kind segment.Kind, seqLo, seqHi uint64, 
 
 // EndRestore writes the restored items and waits until they are durable.
 func (s *Store) EndRestore(ctx context.Context) error { return s.writer.EndRestore(ctx) }
+
+// cutAtHole keeps, of scans (the frontier segments in the order they were
+// opened), only the segios before the first hole: a segment not written to
+// its end, or a segio whose stamp is lower than the one before it in write
+// order (a leftover of an earlier session; see segment.Reader.Scan). Every
+// later segio is dropped from its scan; it returns how many were.
+func cutAtHole(scans []*segment.Scanned, segiosPerAU int) int {
+	dropped := 0
+	var stamp uint64
+	hole := false
+	for _, sc := range scans {
+		if hole {
+			dropped += len(sc.Segios)
+			sc.Segios = sc.Segios[:0]
+			continue
+		}
+		for j, h := range sc.Segios {
+			if h.Stamp < stamp {
+				dropped += len(sc.Segios) - j
+				sc.Segios = sc.Segios[:j]
+				break
+			}
+			stamp = h.Stamp
+		}
+		hole = len(sc.Segios) < segiosPerAU
+	}
+	return dropped
+}

@@ -196,22 +196,43 @@ func BenchmarkRecover(b *testing.B) {
 			defer closeFiles(devs, nv)
 			var n atomic.Int64
 			var scanned int
+			var ph Phases
+			var restore time.Duration
 			b.ResetTimer()
 			for range b.N {
 				s, rec, err := Open(ctx, wrap(devs, &n), nv, o)
 				if err != nil {
 					b.Fatal(err)
 				}
+				t0 := time.Now()
 				if err := s.EndRestore(ctx); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
+				restore += time.Since(t0)
 				scanned = len(rec.Segments)
+				p := rec.Phases
+				ph.BootRead += p.BootRead
+				ph.Scan += p.Scan
+				ph.Verify += p.Verify
+				ph.Sync += p.Sync
+				ph.BootWrite += p.BootWrite
+				ph.Start += p.Start
 				_ = s.Close(ctx)
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(n.Load())/float64(b.N), "bytes-read/op")
 			b.ReportMetric(float64(scanned), "frontier-segments")
+			// Per phase, ms per recovery: the reading part (boot read,
+			// scan, verify) and the fixed writing part (syncs, boot write).
+			per := float64(b.N) * float64(time.Millisecond)
+			b.ReportMetric(float64(ph.BootRead)/per, "bootread-ms")
+			b.ReportMetric(float64(ph.Scan)/per, "scan-ms")
+			b.ReportMetric(float64(ph.Verify)/per, "verify-ms")
+			b.ReportMetric(float64(ph.Sync)/per, "sync-ms")
+			b.ReportMetric(float64(ph.BootWrite)/per, "bootwrite-ms")
+			b.ReportMetric(float64(ph.Start+restore)/per, "start+restore-ms")
+			b.ReportMetric(float64(ph.BootRead+ph.Scan+ph.Verify)/per, "read-phases-ms")
 		})
 	}
 }

@@ -446,6 +446,17 @@ func (s *Store) Checkpoint(ctx context.Context, roots map[string][]byte) error {
 
 // SetFailed marks drive i failed: no more I/O goes to it, planned segments
 // are re-planned without it, and the boot region records it.
+//
+// A failed drive that comes back stays failed: there is no call to
+// un-fail it, and Open keeps every drive the boot region marks failed
+// failed even when its label reads fine, so its AUs are neither read nor
+// allocated. Segments written while it was failed stay degraded (one unit
+// short; reads rebuild from parity). A caller that un-fails it at the
+// segment level (Drives().SetFailed(i, false)) gets no wrong data: units
+// the drive missed carry another segment's or an older write's header, the
+// reader counts them bad and rebuilds, but the allocator still skips the
+// drive. Rebuild (rewriting the missing units, then un-failing) is not
+// built.
 func (s *Store) SetFailed(ctx context.Context, i int) error {
 	if i < 0 || i >= len(s.d.Devs) {
 		return fmt.Errorf("store: no drive %d", i)

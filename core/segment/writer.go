@@ -448,7 +448,11 @@ func (w *Writer) usableLocked() error {
 	if w.err != nil {
 		return w.err
 	}
-	return nil
+	// Lock order: w.mu, then w.fmu.
+	w.fmu.Lock()
+	err := w.flushErr
+	w.fmu.Unlock()
+	return err
 }
 
 func (w *Writer) armLocked() {
@@ -613,13 +617,10 @@ func (w *Writer) syncStage() {
 		close(w.wake)
 		w.wake = make(chan struct{})
 		w.fmu.Unlock()
-		if err != nil {
-			w.mu.Lock()
-			if w.err == nil {
-				w.err = err
-			}
-			w.mu.Unlock()
-		}
+		// The error reaches callers through flushErr (usableLocked reads
+		// it). Taking w.mu here could deadlock: a caller sealing a segio
+		// holds w.mu while it waits for room in the queue, and the queue
+		// drains only through this stage.
 		<-w.unsynced
 		w.putBuf(s)
 	}

@@ -98,6 +98,10 @@ type Stats struct {
 	// Counters are the engine's metrics by name (writes, reads, bytes,
 	// cache hits, ...), for export later.
 	Counters map[string]int64 `json:"counters"`
+	// Partial says the space figures are incomplete: walking the block map
+	// failed part way (the array was closing, or metadata could not be
+	// read); the error is logged.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // SectorSize is the engine's addressing unit.

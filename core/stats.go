@@ -69,6 +69,10 @@ func (a *Array) Stats() Stats {
 				st.PhysicalBytes += int64(ad.Length)
 			}
 		}
+		if err := it.Err(); err != nil {
+			st.Partial = true
+			a.log.Warn("stats: block map walk incomplete; space figures are partial", "medium", m.ID, "err", err)
+		}
 		it.Close()
 		st.LogicalBytes += s.LogicalBytes
 		perMedium[m.ID] = s

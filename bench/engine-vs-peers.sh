@@ -51,8 +51,8 @@ mkdir -p "$BIN"
 (cd "$ROOT" && go build -o "$BIN/shale" ./cmd/shale)
 
 # The server command peerbench runs in the peer's fresh directory: 9 file
-# drives (7+2), an NVRAM file, one volume named like the export. Before it
-# exits (SIGTERM from peerbench) the stats are saved for the summary.
+# drives (7+2), an NVRAM file, one volume named like the export; its stats
+# are saved for the summary while it runs.
 cat >"$BIN/run-shale" <<'SCRIPT'
 #!/usr/bin/env bash
 # run-shale PORT EXPORT SIZE: serve one engine volume on 127.0.0.1:PORT.
@@ -74,11 +74,20 @@ if [[ ${SHALE_BENCH_CPUPROFILE:-0} == 1 ]]; then
 fi
 "$bin/shale" serve --config shale.yaml &
 pid=$!
-save_stats() {
-  "$bin/shale" stats --json --config shale.yaml >"$bin/../stats-$(date +%H%M%S)-$$.json" 2>/dev/null || true
-  kill -TERM "$pid" 2>/dev/null || true
-}
-trap save_stats TERM INT
+# peerbench signals the whole process group at the end, so the stats are
+# saved every few seconds while the server runs (the last complete, not
+# partial, copy is kept) rather than in a signal handler.
+out="$bin/../stats-$(date +%H%M%S)-$$.json"
+(
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 3
+    if "$bin/shale" stats --json --config shale.yaml >"$out.tmp" 2>/dev/null && ! grep -q '"partial": true' "$out.tmp"; then
+      mv "$out.tmp" "$out"
+    fi
+  done
+  rm -f "$out.tmp"
+) &
+trap 'kill -TERM "$pid" 2>/dev/null || true' TERM INT
 wait "$pid" || true
 wait "$pid" 2>/dev/null || true
 SCRIPT

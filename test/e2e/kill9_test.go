@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -89,7 +88,7 @@ func TestKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Duration(200+rng.IntN(1300)) * time.Millisecond)
-		s.kill()
+		s.kill9(t)
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("iteration %d: crashwriter: %v\n%s", it, err, tail(out.String(), 20))
 		}
@@ -231,26 +230,4 @@ func decodeKill9Sector(b []byte, sec int64) (uint64, error) {
 		return 0, fmt.Errorf("version %d: body checksum mismatch (torn or corrupt)", v)
 	}
 	return v, nil
-}
-
-// kill ends the server with SIGKILL (no shutdown of any kind) and waits
-// for it; a data race or panic it logged before dying fails the test.
-func (s *server) kill() {
-	t := s.t
-	if s.stopped {
-		return
-	}
-	s.stopped = true
-	s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.exited
-	log := s.Log()
-	if strings.Contains(log, "DATA RACE") {
-		t.Errorf("the race detector reported a data race in shale")
-	}
-	if strings.Contains(log, "panic:") {
-		t.Errorf("shale panicked")
-	}
-	if t.Failed() {
-		t.Logf("shale log (%s):\n%s", s.dir, tail(log, 200))
-	}
 }

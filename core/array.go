@@ -72,6 +72,8 @@ type Array struct {
 	geo   segment.Geometry
 	pend  pending
 	cache *ristretto.Cache[uint64, *cachedCblock]
+	// refs keeps inline dedup from referencing segments GC is collecting.
+	refs refGate
 
 	// ops is held shared by every operation and exclusively by Close.
 	ops    sync.RWMutex

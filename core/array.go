@@ -49,7 +49,7 @@ const (
 	// DRAM (pending); NVRAM pressure seals it sooner (trimLog). It is long
 	// because a sealed segio is written whole: every early seal leaves the
 	// rest of the segio (up to k write units) unused until GC. At 100 ms,
-	// 4 KiB writes at queue depth 1 used 28× their size in segment space
+	// 4 KiB writes at queue depth 1 used 10–30× their size in segment space
 	// (bench/RESULTS.md, "Segio deadline").
 	flushIntervalMs = 5000
 	// maintenanceIntervalMs is how often the maintenance loop trims the

@@ -1,6 +1,7 @@
 // Package cblock encodes cblocks: up to 32 KiB of logical data (a whole
 // number of 512-byte sectors), compressed with zstd at a fast level, or
-// stored raw when compression does not pay (it would save less than 1/8).
+// stored raw when compression does not pay (it would save less than 1/8,
+// or a sample of the data says it cannot: see probe.go).
 // A cblock is the unit the segment writer stores and the read path fetches
 // (paper §4.5); its header carries a checksum of the logical data, checked
 // on every decode, so corruption anywhere (drive, memory, codec) surfaces
@@ -91,12 +92,13 @@ func Encode(dst, logical []byte) ([]byte, error) {
 	if n == 0 || n > MaxLogical || n%SectorSize != 0 {
 		return dst, fmt.Errorf("%w: %d bytes", ErrSize, n)
 	}
-	c := codecs.Get().(*codec)
-	defer codecs.Put(c)
-	z, err := c.z.CompressLevel(c.buf[:0], logical, Level)
-	flag := byte(flagZstd)
-	if err != nil || len(z) > n-n/8 {
-		flag, z = flagRaw, logical
+	flag, z := byte(flagRaw), logical
+	if worthCompressing(logical) {
+		c := codecs.Get().(*codec)
+		defer codecs.Put(c)
+		if zc, err := c.z.CompressLevel(c.buf[:0], logical, Level); err == nil && len(zc) <= n-n/8 {
+			flag, z = flagZstd, zc
+		}
 	}
 	var h [HeaderSize]byte
 	h[0], h[1], h[2], h[3] = magic0, magic1, version, flag

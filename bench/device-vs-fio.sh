@@ -21,7 +21,9 @@
 # Usage: bench/device-vs-fio.sh            (as root for the loop device)
 # Environment: REPEATS (3), RUNTIME seconds per run (3), SIZE_MIB per
 # target (1024), BENCH_DIR where the targets live (/var/tmp; must support
-# O_DIRECT, so not tmpfs), ONLY=file|loop to run one target.
+# O_DIRECT, so not tmpfs), ONLY=file|loop to run one target, WORKLOADS=
+# space-separated workload names to run only those (e.g.
+# WORKLOADS=randwrite-4K-qd32).
 set -euo pipefail
 
 REPEATS=${REPEATS:-3}
@@ -29,6 +31,7 @@ RUNTIME=${RUNTIME:-3}
 SIZE_MIB=${SIZE_MIB:-1024}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 ONLY=${ONLY:-}
+WORKLOADS=${WORKLOADS:-}
 export PATH=$PATH:/usr/local/go/bin
 
 cd "$(dirname "$0")/.."
@@ -121,6 +124,7 @@ for ((r = 1; r <= REPEATS; r++)); do
 	for target in "${targets[@]}"; do
 		for w in "${workloads[@]}"; do
 			read -r name rw bs qd <<<"$w"
+			if [[ -n $WORKLOADS && " $WORKLOADS " != *" $name "* ]]; then continue; fi
 			tools=(fio go)
 			[[ $qd -gt 1 && $procs != "$ncpu" ]] && tools+=(go-ncpu)
 			k=$(((r - 1) % ${#tools[@]})) # rotate which goes first

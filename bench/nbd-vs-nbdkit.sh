@@ -15,6 +15,7 @@
 #   PEERBENCH_ROUNDS   rounds (default 5; at least 3)
 #   PEERBENCH_SIZE     export size (default 4G; RAM: each server fills it once)
 #   PEERBENCH_RUNTIME / PEERBENCH_RAMP  seconds per job (default 5 / 2)
+#   PEERBENCH_JOBS     jobs to run (default: all five of the issue)
 #   SHALE_BENCH_CPUPROFILE=1  write a Go CPU profile per shale run to
 #                      $PEERBENCH_OUT/profiles/ (go tool pprof -top FILE)
 #   Any other PEERBENCH_* knob (see peerbench's README) passes through.
@@ -38,7 +39,7 @@ if ((PEERBENCH_ROUNDS < 3)); then
   exit 2
 fi
 export PEERBENCH_PEERS="nbdkit-memory extra"
-export PEERBENCH_JOBS="randread4k-qd32 randwrite4k-qd32 seqread1m-qd8 seqwrite1m-qd8 randwrite4k-qd1"
+export PEERBENCH_JOBS=${PEERBENCH_JOBS:-"randread4k-qd32 randwrite4k-qd32 seqread1m-qd8 seqwrite1m-qd8 randwrite4k-qd1"}
 
 mkdir -p "$PEERBENCH_OUT"
 BIN=$PEERBENCH_OUT/bin

@@ -10,7 +10,10 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Connection phases.
@@ -55,6 +58,10 @@ type conn struct {
 	blockMin uint32
 	meta     bool      // BLOCK_STATUS allowed
 	pinner   PinReader // exp, when it pins READ data and CopyReads is off
+	// blocking: raw's socket is in blocking mode (see
+	// Options.PolledSockets): deadlines no longer interrupt its reads and
+	// writes, so whoever must stop them shuts the socket down instead.
+	blocking atomic.Bool
 
 	fl          flow
 	work        chan *request // reader -> workers
@@ -131,7 +138,55 @@ func (c *conn) getReason() error {
 func (c *conn) kill(err error) {
 	c.setReason(err)
 	c.cancel()
+	c.shutdownSocket(unix.SHUT_RDWR)
 	c.raw.Close()
+}
+
+// setBlocking switches raw's socket to blocking mode for transmission,
+// where the connection has a thread of its own (Options.PolledSockets).
+func (c *conn) setBlocking() {
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok || c.srv.opts.PolledSockets {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil || serr != nil {
+		c.log.Debug("nbd: socket stays non-blocking", "remote", c.remote, "error", errors.Join(err, serr))
+		return
+	}
+	c.blocking.Store(true)
+}
+
+// setPolled undoes setBlocking.
+// REQUIRES: no goroutine is in a read or write of raw.
+func (c *conn) setPolled() {
+	if !c.blocking.Load() {
+		return
+	}
+	if sc, ok := c.raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), true) })
+		}
+	}
+	c.blocking.Store(false)
+}
+
+// shutdownSocket wakes a reader or writer blocked in a blocking socket
+// (how, as shutdown(2)); a no-op on a polled one, whose deadlines and
+// Close do that.
+func (c *conn) shutdownSocket(how int) {
+	if !c.blocking.Load() {
+		return
+	}
+	if sc, ok := c.raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), how) })
+		}
+	}
 }
 
 func (c *conn) serve() {
@@ -185,6 +240,9 @@ func metaName(on bool) string {
 
 // closeNet closes the connection, shutting down TLS first when active.
 func (c *conn) closeNet() {
+	// Nothing reads or writes any more: back to non-blocking, so the
+	// deadline below bounds the TLS close.
+	c.setPolled()
 	if tc, ok := c.nc.(interface{ CloseWrite() error }); ok && c.tls {
 		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		tc.CloseWrite()
@@ -217,6 +275,7 @@ func (c *conn) watchShutdown() {
 			c.fl.waitIdle()
 			c.setReason(errServerShuttingDown)
 			c.raw.SetReadDeadline(time.Now())
+			c.shutdownSocket(unix.SHUT_RD)
 			return
 		default:
 			return
@@ -250,6 +309,7 @@ func (c *conn) transmit() {
 	default:
 		c.bw = bufio.NewWriterSize(c.nc, 64<<10)
 	}
+	c.setBlocking()
 	c.phase.Store(phaseTransmitting)
 	err := c.readLoop()
 	c.flushHeld()

@@ -128,6 +128,15 @@ type Options struct {
 	// measuring what zero-copy saves, and as a way out should an export's
 	// pinning misbehave.
 	CopyReads bool
+	// PolledSockets keeps connections in the runtime's netpoller during
+	// transmission. By default a TCP or Unix connection's socket is
+	// switched to blocking mode once the handshake is done, so the reader
+	// goroutine waits in read(2) on its own thread and is woken by the
+	// kernel directly, as a thread-per-connection C server is, instead of
+	// through epoll and the scheduler (the netpoller's wake-up is most of
+	// the extra latency per request at queue depth 1). The cost is one
+	// OS thread per idle connection; MaxConns bounds them.
+	PolledSockets bool
 }
 
 // withDefaults returns o with zero fields defaulted, or an error for

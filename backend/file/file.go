@@ -24,7 +24,9 @@
 // Options (keys of the drive's configuration entry besides backend, path and
 // size):
 //
-//	direct: true       open with O_DIRECT (default false)
+//	direct: true       open with O_DIRECT (default false); direct: auto uses
+//	                   O_DIRECT where the filesystem supports it and the
+//	                   page cache elsewhere (tmpfs), saying which in the log
 //	preallocate: true  allocate every block when creating or growing the
 //	                   file (fallocate), instead of leaving it sparse
 //	grow: true         extend an existing smaller file to the configured size
@@ -59,6 +61,9 @@ var ErrInUse = errors.New("in use")
 type Options struct {
 	// Direct opens the file with O_DIRECT.
 	Direct bool
+	// DirectAuto (direct: auto) opens with O_DIRECT if the filesystem
+	// supports it, without otherwise; Direct then says which.
+	DirectAuto bool
 	// Preallocate allocates the file's blocks with fallocate when creating
 	// or growing it.
 	Preallocate bool
@@ -86,6 +91,10 @@ func ParseOptions(m map[string]any) (Options, error) {
 		case bool:
 			*dst = v
 		case string:
+			if key == "direct" && v == "auto" {
+				o.DirectAuto = true
+				continue
+			}
 			b, err := strconv.ParseBool(v)
 			if err != nil {
 				return o, fmt.Errorf("option %s: %q is not true or false", key, v)
@@ -122,6 +131,9 @@ func Open(spec backend.Spec) (*Device, error) {
 	path := spec.Path
 	log := slog.Default().With("device", spec.Name, "path", path)
 
+	if opts.DirectAuto {
+		opts.Direct = true
+	}
 	flags := os.O_RDWR
 	if opts.Direct {
 		flags |= unix.O_DIRECT
@@ -131,6 +143,19 @@ func Open(spec backend.Spec) (*Device, error) {
 	if errors.Is(err, os.ErrExist) {
 		created = false
 		f, err = os.OpenFile(path, flags, 0)
+	}
+	if err != nil && opts.DirectAuto && errors.Is(err, unix.EINVAL) {
+		// The filesystem refuses O_DIRECT at open (tmpfs): go without.
+		// A file the failed open created stays, to be opened below.
+		log.Info("direct I/O not supported here; using the page cache", "option", "direct: auto")
+		opts.Direct = false
+		flags &^= unix.O_DIRECT
+		created = false
+		if f, err = os.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+			created = true
+		} else if errors.Is(err, os.ErrExist) {
+			f, err = os.OpenFile(path, flags, 0)
+		}
 	}
 	if err != nil {
 		if opts.Direct && errors.Is(err, unix.EINVAL) {
@@ -166,6 +191,19 @@ func Open(spec backend.Spec) (*Device, error) {
 		return nil, fmt.Errorf("file %s is not a regular file", path)
 	}
 	align, err := alignment(f, path, opts.Direct)
+	if err != nil && opts.DirectAuto {
+		// Open accepted O_DIRECT but the file cannot use it: clear it.
+		fl, ferr := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+		if ferr == nil {
+			_, ferr = unix.FcntlInt(f.Fd(), unix.F_SETFL, fl&^unix.O_DIRECT)
+		}
+		if ferr != nil {
+			return nil, fmt.Errorf("file %s: clearing O_DIRECT: %w", path, ferr)
+		}
+		log.Info("direct I/O not usable on this file; using the page cache", "option", "direct: auto", "reason", err)
+		opts.Direct = false
+		align, err = alignment(f, path, false)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +224,9 @@ func Open(spec backend.Spec) (*Device, error) {
 		if err := f.Sync(); err != nil {
 			return nil, fmt.Errorf("file %s: fsync: %w", path, unwrapPath(err))
 		}
-		if created {
+		// cur == 0 too: a direct: auto fallback cannot tell whether the
+		// refused O_DIRECT open created the file.
+		if created || cur == 0 {
 			if err := syncDir(filepath.Dir(path)); err != nil {
 				return nil, fmt.Errorf("file %s: %w", path, err)
 			}

@@ -185,7 +185,20 @@ func TestWriteRead(t *testing.T) {
 				n := 1 + rng.IntN(int(min(g.BodySize()*3/2, g.SegioBytes()-2*EntrySize)))
 				p := payload(rng, n)
 				seq++
-				a, err := w.Append(ctx, kind, seq, seq, p)
+				var a Addr
+				var err error
+				if rng.IntN(2) == 0 {
+					a, err = w.Append(ctx, kind, seq, seq, p)
+				} else {
+					// In place, or through scratch when the item crosses
+					// a write unit boundary (n goes up to 1.5 bodies).
+					a, err = w.AppendFunc(ctx, kind, seq, seq, n, func(dst []byte) {
+						if len(dst) != n {
+							t.Errorf("fill got %d bytes, want %d", len(dst), n)
+						}
+						copy(dst, p)
+					})
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -584,6 +597,7 @@ func TestHotBlockCRCs(t *testing.T) {
 	}
 	defer w.Close(context.Background())
 	h := g.HeaderSize()
+	var scratch []byte
 	for seed := range uint64(40) {
 		rng := rand.New(rand.NewPCG(seed, 3))
 		s := w.getBuf()
@@ -604,7 +618,13 @@ func TestHotBlockCRCs(t *testing.T) {
 			if !s.fits(kind, uint32(len(p))) {
 				break
 			}
-			s.place(g, kind, 0, 0, p)
+			// Half the items through the fill path (AppendFunc's), in
+			// place or, crossing a unit boundary, through scratch.
+			var fill func([]byte)
+			if rng.IntN(2) == 0 {
+				fill = func(dst []byte) { copy(dst, p) }
+			}
+			_, scratch = s.place(g, kind, 0, 0, uint32(len(p)), p, fill, scratch)
 		}
 		if err := w.encode(s); err != nil {
 			t.Fatal(err)
@@ -622,5 +642,42 @@ func TestHotBlockCRCs(t *testing.T) {
 			}
 		}
 		w.putBuf(s)
+	}
+}
+
+// TestAppendFuncErrors checks that AppendFunc refuses what Append refuses,
+// and a nil fill, without calling fill or changing the writer.
+func TestAppendFuncErrors(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, small, small.Width(), 4)
+	w, err := NewWriter(r.d, WriterOptions{Next: r.next, Stamp: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(ctx)
+	called := false
+	fill := func([]byte) { called = true }
+	for _, tc := range []struct {
+		name  string
+		kind  Kind
+		lo    uint64
+		size  int
+		fill  func([]byte)
+		class error
+	}{
+		{"nil fill", Cblock, 0, 10, nil, nil},
+		{"zero size", Cblock, 0, 0, fill, ErrTooLarge},
+		{"negative size", Record, 0, -1, fill, ErrTooLarge},
+		{"larger than a segio", Cblock, 0, int(small.SegioBytes()), fill, ErrTooLarge},
+		{"bad kind", Kind(99), 0, 10, fill, nil},
+		{"bad seq range", Record, 2, 10, fill, nil},
+	} {
+		_, err := w.AppendFunc(ctx, tc.kind, tc.lo, 1, tc.size, tc.fill)
+		if err == nil || tc.class != nil && !errors.Is(err, tc.class) {
+			t.Errorf("%s: err %v, want an error of class %v", tc.name, err, tc.class)
+		}
+	}
+	if called || w.Stats.Appends.Load() != 0 {
+		t.Fatalf("a refused AppendFunc called fill (%v) or appended (%d)", called, w.Stats.Appends.Load())
 	}
 }

@@ -146,6 +146,10 @@ type Writer struct {
 	err      error // sticky: a flush failed, the writer is dead
 	restores []restoreItem
 	appended bool
+	// scratch receives AppendFunc items that cross a write unit boundary
+	// before they are copied into the segio; it grows to the largest such
+	// item (at most a segio). Used under mu.
+	scratch []byte
 
 	queue   chan *segio // sealed, to the encoder
 	encoded chan *segio // encoded, to the write stage
@@ -356,22 +360,59 @@ func (s *segio) crcHot(g Geometry) {
 }
 
 // place puts an appended item at the front (cblock) or back (record),
-// checksumming the blocks it completes. REQUIRES: s.fits(kind, len(p)).
-func (s *segio) place(g Geometry, kind Kind, seqLo, seqHi uint64, p []byte) Entry {
-	n := uint32(len(p))
+// checksumming the blocks it completes. The item's bytes are p, or, when
+// fill is set, what fill writes: into the segio buffer itself when the item
+// lies within one data unit, else into scratch and then copied (an item
+// crossing a unit boundary is not contiguous in the buffer). It returns the
+// entry and scratch, grown if it had to be.
+// REQUIRES: s.fits(kind, n); len(p) == n when fill is nil.
+func (s *segio) place(g Geometry, kind Kind, seqLo, seqHi uint64, n uint32, p []byte, fill func([]byte), scratch []byte) (Entry, []byte) {
 	e := Entry{Kind: kind, Length: n, SeqLo: seqLo, SeqHi: seqHi}
 	if kind == Cblock {
 		e.Offset = s.front
 	} else {
 		e.Offset = s.back - n
 	}
-	s.add(g, e, p)
+	switch {
+	case fill == nil:
+		s.put(g, e.Offset, p)
+	case s.contiguous(g, e.Offset, n):
+		fill(s.slice(g, e.Offset, n))
+	default:
+		if cap(scratch) < int(n) {
+			scratch = make([]byte, n)
+		}
+		fill(scratch[:n])
+		s.put(g, e.Offset, scratch[:n])
+	}
+	s.record(e)
 	s.crcHot(g)
-	return e
+	return e, scratch
+}
+
+// contiguous reports whether payload bytes [off, off+n) lie in one data
+// unit's body. REQUIRES: n > 0.
+func (s *segio) contiguous(g Geometry, off, n uint32) bool {
+	body := g.BodySize()
+	return int64(off)/body == (int64(off)+int64(n)-1)/body
+}
+
+// slice returns the buffer bytes of payload [off, off+n).
+// REQUIRES: s.contiguous(g, off, n).
+func (s *segio) slice(g Geometry, off, n uint32) []byte {
+	h, body := g.HeaderSize(), g.BodySize()
+	sh, in := int64(off)/body, int64(off)%body
+	return s.shards[sh][h+in : h+in+int64(n) : h+in+int64(n)]
 }
 
 func (s *segio) add(g Geometry, e Entry, p []byte) {
 	s.put(g, e.Offset, p)
+	s.record(e)
+}
+
+// record enters e, whose bytes are in place, in the content map and moves
+// front or back past it.
+func (s *segio) record(e Entry) {
 	s.entries = append(s.entries, e)
 	if e.Kind == Cblock {
 		s.front = max(s.front, e.Offset+e.Length)
@@ -398,6 +439,32 @@ func (s *segio) add(g Geometry, e Entry, p []byte) {
 //
 // payload is copied before Append returns; the caller may reuse it.
 func (w *Writer) Append(ctx context.Context, kind Kind, seqLo, seqHi uint64, payload []byte) (Addr, error) {
+	return w.append(ctx, kind, seqLo, seqHi, len(payload), payload, nil)
+}
+
+// AppendFunc is Append for a caller that produces the item's bytes itself
+// (a compressor, say): instead of copying a payload it calls fill once
+// with dst, len(dst) == size, and the item is what fill leaves there. dst
+// is the segio's own buffer when the item lies within one write unit (all
+// but a few items per segio), so the bytes are written once, and the
+// checksums of the blocks the item completes are computed right after
+// fill, while they are in cache. An item crossing a unit boundary is
+// filled into a scratch buffer and copied.
+//
+// fill runs with the writer's lock held, so it must be quick and must not
+// call into the Writer (or anything waiting on it). It must write every
+// byte of dst (dst holds stale bytes of an earlier segio, which would
+// otherwise reach the drives) and must not keep dst after it returns.
+// size and everything else are as for Append.
+func (w *Writer) AppendFunc(ctx context.Context, kind Kind, seqLo, seqHi uint64, size int, fill func(dst []byte)) (Addr, error) {
+	if fill == nil {
+		return Addr{}, errors.New("segment: AppendFunc with a nil fill")
+	}
+	return w.append(ctx, kind, seqLo, seqHi, size, nil, fill)
+}
+
+// append is Append (fill nil, the item is payload) and AppendFunc.
+func (w *Writer) append(ctx context.Context, kind Kind, seqLo, seqHi uint64, size int, payload []byte, fill func([]byte)) (Addr, error) {
 	g := w.d.Geometry
 	if kind != Cblock && kind != Record {
 		return Addr{}, fmt.Errorf("segment: append of unknown kind %d", kind)
@@ -405,10 +472,10 @@ func (w *Writer) Append(ctx context.Context, kind Kind, seqLo, seqHi uint64, pay
 	if seqLo > seqHi {
 		return Addr{}, fmt.Errorf("segment: seq range %d..%d", seqLo, seqHi)
 	}
-	n := uint64(len(payload))
-	if n == 0 || n+entrySize > uint64(g.SegioBytes()) || n > 1<<31-1 {
-		return Addr{}, fmt.Errorf("segment: append of %d bytes (segio holds %d): %w", n, g.SegioBytes(), ErrTooLarge)
+	if size <= 0 || uint64(size)+entrySize > uint64(g.SegioBytes()) || uint64(size) > 1<<31-1 {
+		return Addr{}, fmt.Errorf("segment: append of %d bytes (segio holds %d): %w", size, g.SegioBytes(), ErrTooLarge)
 	}
+	n := uint32(size)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usableLocked(); err != nil {
@@ -424,7 +491,7 @@ func (w *Writer) Append(ctx context.Context, kind Kind, seqLo, seqHi uint64, pay
 				return Addr{}, err
 			}
 		}
-		if w.cur.fits(kind, uint32(n)) {
+		if w.cur.fits(kind, n) {
 			break
 		}
 		if err := w.sealLocked(ctx); err != nil {
@@ -432,7 +499,8 @@ func (w *Writer) Append(ctx context.Context, kind Kind, seqLo, seqHi uint64, pay
 		}
 	}
 	s := w.cur
-	e := s.place(g, kind, seqLo, seqHi, payload)
+	var e Entry
+	e, w.scratch = s.place(g, kind, seqLo, seqHi, n, payload, fill, w.scratch)
 	if len(s.entries) == 1 {
 		w.armLocked()
 	}

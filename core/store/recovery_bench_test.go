@@ -21,7 +21,10 @@ import (
 	"github.com/shalestore/shale/core/segment"
 )
 
-var recoverGiB = flag.String("recover-gib", "1,8", "comma-separated GiB stored before BenchmarkRecover measures recovery")
+var (
+	recoverGiB = flag.String("recover-gib", "1,8", "comma-separated GiB stored before BenchmarkRecover measures recovery")
+	recoverDir = flag.String("recover-dir", "", "BenchmarkRecover keeps its filled arrays in DIR/<n>GiB and reuses them across runs (bench/recovery-flat.sh); empty: a temporary directory per process, removed at exit")
+)
 
 // counting wraps a device and counts the bytes read through it.
 type counting struct {
@@ -172,12 +175,26 @@ func BenchmarkRecover(b *testing.B) {
 			o := Options{Geometry: segment.DefaultGeometry(), Logger: quiet}
 			filledMu.Lock()
 			dir, ok := filled[gib]
-			if !ok {
-				dir, err = os.MkdirTemp("", "shale-recover-")
-				if err != nil {
-					b.Fatal(err)
+			if !ok && *recoverDir != "" {
+				// Kept across processes: filled if DIR/<n>GiB/filled exists.
+				dir = filepath.Join(*recoverDir, fmt.Sprintf("%dGiB", gib))
+				_, err := os.Stat(filepath.Join(dir, "filled"))
+				ok = err == nil
+				if !ok {
+					os.RemoveAll(dir) // a fill that did not finish
+					if err := os.MkdirAll(dir, 0o755); err != nil {
+						b.Fatal(err)
+					}
 				}
-				filled[gib] = dir
+			}
+			if !ok {
+				if *recoverDir == "" {
+					dir, err = os.MkdirTemp("", "shale-recover-")
+					if err != nil {
+						b.Fatal(err)
+					}
+					filled[gib] = dir
+				}
 				devs, nv := openFiles(b, dir, false)
 				s, err := Create(ctx, devs, nv, o)
 				if err != nil {
@@ -190,6 +207,11 @@ func BenchmarkRecover(b *testing.B) {
 				}
 				closeFiles(devs, nv)
 				b.Logf("stored %d GiB in %v", gib, time.Since(t0).Round(time.Millisecond))
+				if *recoverDir != "" {
+					if err := os.WriteFile(filepath.Join(dir, "filled"), nil, 0o644); err != nil {
+						b.Fatal(err)
+					}
+				}
 			}
 			filledMu.Unlock()
 			devs, nv := openFiles(b, dir, true)

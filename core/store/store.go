@@ -320,6 +320,13 @@ func (s *Store) Append(ctx context.Context, kind segment.Kind, seqLo, seqHi uint
 	return s.writer.Append(ctx, kind, seqLo, seqHi, payload)
 }
 
+// AppendFunc is Append for a caller that writes the item itself into the
+// segio buffer (a compressor, say): fill gets dst of size bytes and must
+// write all of it (see segment.Writer.AppendFunc for the contract).
+func (s *Store) AppendFunc(ctx context.Context, kind segment.Kind, seqLo, seqHi uint64, size int, fill func(dst []byte)) (segment.Addr, error) {
+	return s.writer.AppendFunc(ctx, kind, seqLo, seqHi, size, fill)
+}
+
 // Flush makes everything appended so far durable.
 func (s *Store) Flush(ctx context.Context) error { return s.writer.Flush(ctx) }
 

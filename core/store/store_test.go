@@ -100,7 +100,13 @@ func TestCreateWriteReopen(t *testing.T) {
 		if i%5 == 0 {
 			kind = segment.Record
 		}
-		ad, err := s.Append(ctx, kind, uint64(i+1), uint64(i+1), p)
+		var ad segment.Addr
+		if i%3 == 1 {
+			// Records among them: recovery must find those too.
+			ad, err = s.AppendFunc(ctx, kind, uint64(i+1), uint64(i+1), len(p), func(dst []byte) { copy(dst, p) })
+		} else {
+			ad, err = s.Append(ctx, kind, uint64(i+1), uint64(i+1), p)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -141,7 +141,7 @@ fi
 log "manifest"
 {
   echo "# shale data-reduction corpus (bench/corpus/build.sh)"
-  echo "built: $(date -u +%FT%TZ) on $(uname -n), $(. /etc/os-release; echo "$PRETTY_NAME")"
+  echo "manifest written: $(date -u +%FT%TZ) on $(uname -n), $(. /etc/os-release; echo "$PRETTY_NAME")"
   echo "base tree: ${BASE_DIRS[*]} of this machine ($(wc -l <"$OUT/base.packages") packages installed; list in base.packages)"
   echo "updated: $(wc -l <"$OUT/updated.changes") packages unpacked over the base tree (updated.changes), config edits, new ext4 image"
   echo "pgdata: $(cat "$OUT/pgdata.version" 2>/dev/null), pgbench -i -s $PGSCALE, -T $PGSECONDS: $(grep -h '^tps' "$OUT/pgbench.out" 2>/dev/null | head -1)"

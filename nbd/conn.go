@@ -62,6 +62,13 @@ type conn struct {
 	// Options.PolledSockets): deadlines no longer interrupt its reads and
 	// writes, so whoever must stop them shuts the socket down instead.
 	blocking atomic.Bool
+	// adaptive: the reader switches the socket between blocking and
+	// polled as the load changes (see adaptMode); set before
+	// transmission starts, never cleared until the connection closes.
+	adaptive atomic.Bool
+	// Reader-owned evidence for adaptMode: consecutive request reads that
+	// found the next request already buffered (pipelined) or not (idle).
+	pipelined, idle int
 
 	fl          flow
 	work        chan *request // reader -> workers
@@ -146,7 +153,7 @@ func (c *conn) kill(err error) {
 // where the connection has a thread of its own (Options.PolledSockets).
 func (c *conn) setBlocking() {
 	sc, ok := c.raw.(syscall.Conn)
-	if !ok || c.srv.opts.PolledSockets {
+	if !ok || !c.adaptive.Load() {
 		return
 	}
 	rc, err := sc.SyscallConn()
@@ -161,8 +168,44 @@ func (c *conn) setBlocking() {
 	c.blocking.Store(true)
 }
 
+// Hysteresis of adaptMode: how many consecutive reads of one kind switch
+// the socket's mode (each switch is an fcntl).
+const (
+	idleReadsToBlock     = 16
+	pipelinedReadsToPoll = 4
+)
+
+// adaptMode picks the socket mode for the next request read. A client
+// that sends one request and waits for its reply (queue depth 1: every
+// read finds nothing buffered) is served fastest by a reader blocked in
+// read(2), woken by the kernel directly; a client that keeps requests
+// queued (the next one usually buffered already) is served faster by the
+// netpoller, whose later wake-up reads more requests per system call
+// (bench/RESULTS.md, "NBD front end", blocking vs polled sockets).
+// Called by the reader only, before it reads a request header.
+func (c *conn) adaptMode() {
+	if !c.adaptive.Load() {
+		return
+	}
+	if c.br.Buffered() >= requestLen {
+		c.pipelined++
+		c.idle = 0
+		if c.blocking.Load() && c.pipelined >= pipelinedReadsToPoll {
+			c.setPolled()
+		}
+		return
+	}
+	c.idle++
+	c.pipelined = 0
+	if !c.blocking.Load() && c.idle >= idleReadsToBlock {
+		c.setBlocking()
+	}
+}
+
 // setPolled undoes setBlocking.
-// REQUIRES: no goroutine is in a read or write of raw.
+// REQUIRES: no other goroutine reads raw (the reader calls it, or nothing
+// runs any more). A writer already blocked in a blocking write finishes
+// that write; its later writes are polled.
 func (c *conn) setPolled() {
 	if !c.blocking.Load() {
 		return
@@ -176,10 +219,11 @@ func (c *conn) setPolled() {
 }
 
 // shutdownSocket wakes a reader or writer blocked in a blocking socket
-// (how, as shutdown(2)); a no-op on a polled one, whose deadlines and
-// Close do that.
+// (how, as shutdown(2)). It acts whenever the connection may switch its
+// socket to blocking (adaptive), not only while it is blocking: the
+// reader may switch just after the caller looked.
 func (c *conn) shutdownSocket(how int) {
-	if !c.blocking.Load() {
+	if !c.adaptive.Load() {
 		return
 	}
 	if sc, ok := c.raw.(syscall.Conn); ok {
@@ -309,7 +353,9 @@ func (c *conn) transmit() {
 	default:
 		c.bw = bufio.NewWriterSize(c.nc, 64<<10)
 	}
-	c.setBlocking()
+	if _, ok := c.raw.(syscall.Conn); ok && !c.srv.opts.PolledSockets {
+		c.adaptive.Store(true)
+	}
 	c.phase.Store(phaseTransmitting)
 	err := c.readLoop()
 	c.flushHeld()
@@ -332,6 +378,7 @@ func (c *conn) readLoop() error {
 			// About to wait for the client: answer what we have.
 			c.flushHeld()
 		}
+		c.adaptMode()
 		if _, err := readFull(c.br, c.hdr[:]); err != nil {
 			if errors.Is(err, io.EOF) {
 				return errors.New("client closed the connection")

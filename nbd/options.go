@@ -129,13 +129,16 @@ type Options struct {
 	// pinning misbehave.
 	CopyReads bool
 	// PolledSockets keeps connections in the runtime's netpoller during
-	// transmission. By default a TCP or Unix connection's socket is
-	// switched to blocking mode once the handshake is done, so the reader
-	// goroutine waits in read(2) on its own thread and is woken by the
-	// kernel directly, as a thread-per-connection C server is, instead of
-	// through epoll and the scheduler (the netpoller's wake-up is most of
-	// the extra latency per request at queue depth 1). The cost is one
-	// OS thread per idle connection; MaxConns bounds them.
+	// transmission. By default a TCP or Unix connection adapts: while its
+	// client sends one request at a time (the reader finds nothing
+	// buffered, 16 reads in a row) its socket is in blocking mode, so the
+	// reader waits in read(2) on its own thread and is woken by the kernel
+	// directly, as in a thread-per-connection C server, instead of through
+	// epoll and the scheduler (most of the extra latency per request at
+	// queue depth 1); once requests arrive pipelined it goes back to the
+	// netpoller, whose later wake-up reads more of them per system call.
+	// The cost is one OS thread per connection waiting in blocking mode;
+	// MaxConnections bounds them.
 	PolledSockets bool
 }
 

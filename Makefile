@@ -16,13 +16,7 @@ race:
 	$(GO) test -race -timeout 20m ./...
 
 fuzz:
-	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
-		dir=$$(dirname $$spec); \
-		for f in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$spec | sed 's/^func //'); do \
-			echo "fuzz $$dir $$f"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$dir; \
-		done; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz.sh
 
 test: vet race fuzz
 

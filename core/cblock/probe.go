@@ -11,17 +11,25 @@ import (
 // finds nothing to save, and random-looking data (encrypted, already
 // compressed: media, archives, database pages of compressed tables) is
 // common. worthCompressing looks at a sample instead: four 16-byte chunks
-// of every 512-byte sector (at offsets 0, 128, 256, 384), one eighth of
-// the data, spread over it. Cblocks under probeMinSectors are compressed
-// without asking: zstd is cheap on them and a sample of a few sectors says
-// little. It says no only when both
+// of every 512-byte sector, 128 bytes apart, one eighth of the data,
+// spread over it. The chunks' phase within their 128 bytes turns with the
+// sector (probePhase), so the eight sectors of a region sample every
+// 16-byte lane once: data whose bytes are less random at some fixed
+// strides (fio's default buffers: the first bytes of every 128) are not
+// over-sampled there and mistaken for compressible. Cblocks under
+// probeMinSectors are compressed without asking: zstd is cheap on them and
+// a sample of a few sectors says little. It says no only when all hold:
+//
+//   - fewer than 1/probeNarrowShare of the sectors are narrow: their
+//     sample holds fewer than probeNarrowDistinct distinct bytes, and
 //
 //   - entropy coding could save less than probeMinSaving: the sample's
 //     order-0 entropy, estimated per region of a few sectors (so a
 //     compressible head or tail shows) and corrected for the small-sample
 //     bias (Miller–Madow), is close to 8 bits per byte everywhere, and
-//   - no 8-byte window of the sample repeats (the first 8 bytes of each
-//     chunk): repeats are what LZ matching finds in high-entropy data,
+//
+//   - no 8-byte window at fixed offsets of each sector (0, 128, 256, 384)
+//     repeats: repeats are what LZ matching finds in high-entropy data,
 //     e.g. a random sector written twice.
 //
 // A wrong "no" costs compression ratio, never correctness; a wrong "yes"
@@ -41,6 +49,13 @@ const (
 	// needs 12.5 % to be kept.
 	probeMinSaving = 0.05
 	probeTableSize = 512 // ≥ 2 × probeChunks × MaxSectors windows
+	// A sector whose 64 sampled bytes hold fewer than probeNarrowDistinct
+	// values is narrow (text, numbers, sparse structures); random bytes
+	// give 57 ± 2. When 1/probeNarrowShare of the sectors are narrow,
+	// zstd is tried: a few narrow sectors among random ones (a text tail)
+	// hardly move the region's order-0 estimate, yet zstd saves on them.
+	probeNarrowDistinct = 40
+	probeNarrowShare    = 8
 )
 
 // xlog2x[c] is c·log2(c), for c up to a whole sample of MaxSectors.
@@ -62,16 +77,29 @@ func worthCompressing(logical []byte) bool {
 	// entropy coding saves; a compressible tail or head shows in its
 	// region even when the whole block's byte histogram looks random.
 	saved := 0.0
+	narrow := 0         // sectors whose sample has few distinct bytes
+	var seen [256]uint8 // seen[b] == s+1: byte b is in sector s's sample
 	for r := 0; r < sectors; r += probeRegionSectors {
 		var hist [256]uint32
 		end := min(sectors, r+probeRegionSectors)
 		for s := r; s < end; s++ {
+			distinct := 0
 			for c := range probeChunks {
-				at := s*SectorSize + c*probeChunkStride
+				at := s*SectorSize + c*probeChunkStride + probePhase(s)
 				for _, b := range logical[at : at+probeChunkBytes] {
 					hist[b]++
+					if seen[b] != uint8(s+1) {
+						seen[b] = uint8(s + 1)
+						distinct++
+					}
 				}
 			}
+			if distinct < probeNarrowDistinct {
+				narrow++
+			}
+		}
+		if narrow*probeNarrowShare >= sectors {
+			return true
 		}
 		n := (end - r) * probeSampleBytes
 		sum := 0.0
@@ -96,7 +124,14 @@ func worthCompressing(logical []byte) bool {
 	return hasRepeats(logical, sectors)
 }
 
-// hasRepeats reports whether two sampled 8-byte windows are equal.
+// probePhase is the offset of sector s's chunks within their 128 bytes:
+// a multiple of probeChunkBytes, each of the eight once in any eight
+// consecutive sectors.
+func probePhase(s int) int { return (s * 5 % 8) * probeChunkBytes }
+
+// hasRepeats reports whether two 8-byte windows at fixed offsets of their
+// sectors are equal. The offsets do not turn with the sector, unlike the
+// entropy sample's: a sector copied to another sector must show.
 func hasRepeats(logical []byte, sectors int) bool {
 	// Open addressing over the window values; a window of all zeros is a
 	// value like any other, marked by used.

@@ -45,16 +45,19 @@ const (
 	// fewer make the entropy estimate of random data too noisy).
 	probeRegionSectors = 8
 	// probeMinSaving: the estimated saving (a fraction) above which zstd
-	// is tried. Uniform random bytes estimate about 1 %, at most 3 % in 2000 trials (TestProbeNoise); zstd
-	// needs 12.5 % to be kept.
-	probeMinSaving = 0.05
+	// is tried. Uniform random bytes estimate about 1 %, at most 3 % in
+	// 2000 trials (TestProbeNoise); fio's default 4 KiB buffers (zero
+	// bytes in a header per sector) 7.5 %, which zstd turns into 8–10 %;
+	// zstd needs 12.5 % to be kept. Data that order-0 coding alone would
+	// not bring near 12.5 % needs LZ matches, which hasRepeats looks for.
+	probeMinSaving = 0.10
 	probeTableSize = 512 // ≥ 2 × probeChunks × MaxSectors windows
 	// A sector whose 64 sampled bytes hold fewer than probeNarrowDistinct
 	// values is narrow (text, numbers, sparse structures); random bytes
-	// give 57 ± 2. When 1/probeNarrowShare of the sectors are narrow,
-	// zstd is tried: a few narrow sectors among random ones (a text tail)
+	// give 57 ± 2, fio's default buffers 32 or more. When two and
+	// 1/probeNarrowShare of the sectors are narrow, zstd is tried: a few narrow sectors among random ones (a text tail)
 	// hardly move the region's order-0 estimate, yet zstd saves on them.
-	probeNarrowDistinct = 40
+	probeNarrowDistinct = 30
 	probeNarrowShare    = 8
 )
 
@@ -98,7 +101,7 @@ func worthCompressing(logical []byte) bool {
 				narrow++
 			}
 		}
-		if narrow*probeNarrowShare >= sectors {
+		if narrow >= 2 && narrow*probeNarrowShare >= sectors {
 			return true
 		}
 		n := (end - r) * probeSampleBytes

@@ -56,6 +56,18 @@ func probeCase(rng *rand.Rand, kind string, n int) []byte {
 				p[i+j] = byte(rng.IntN(64))
 			}
 		}
+	case "sector-headers": // random sectors behind a 24-byte header of
+		// mostly zero bytes, like fio's 4 KiB buffers: 7.5 bits per byte
+		fill(p)
+		for s := 0; s+SectorSize <= n; s += SectorSize {
+			clear(p[s+3 : s+8])
+			clear(p[s+48 : s+56])
+			clear(p[s+60 : s+64])
+		}
+	case "7-bit": // bytes below 128: order-0 coding saves 1/8 at best
+		for i := range p {
+			p[i] = byte(rng.IntN(128))
+		}
 	case "skewed": // bytes from a small-ish, uneven alphabet: ~7 bits
 		for i := range p {
 			p[i] = byte(rng.IntN(200) * rng.IntN(200) / 160)
@@ -71,7 +83,7 @@ func probeCase(rng *rand.Rand, kind string, n int) []byte {
 // compression); on random data it must say no (that is its point).
 func TestProbeAgreesWithZstd(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	kinds := []string{"random", "random-sector-twice", "random-7/8-zero-tail", "random-3/4-text-tail", "text", "zero", "half", "base64", "hex", "skewed", "lanes"}
+	kinds := []string{"random", "random-sector-twice", "random-7/8-zero-tail", "random-3/4-text-tail", "text", "zero", "half", "base64", "hex", "skewed", "lanes", "sector-headers", "7-bit"}
 	for _, kind := range kinds {
 		for _, sectors := range []int{1, 2, 8, 16, 64} {
 			t.Run(fmt.Sprintf("%s/%d", kind, sectors), func(t *testing.T) {
@@ -91,7 +103,7 @@ func TestProbeAgreesWithZstd(t *testing.T) {
 					}
 					// Random-looking data with structure zstd cannot use
 					// (it saves under 1/16) must not cost a zstd call.
-					if kind == "lanes" && sectors >= probeMinSectors && got && len(z) > len(p)-len(p)/16 {
+					if (kind == "lanes" || kind == "sector-headers") && sectors >= probeMinSectors && got && len(z) > len(p)-len(p)/16 {
 						t.Fatalf("trial %d: zstd saves only %d of %d bytes but the probe says worth it", trial, len(p)-len(z), len(p))
 					}
 				}

@@ -3,6 +3,7 @@ package cblock
 import (
 	"encoding/binary"
 	"math"
+	"math/bits"
 )
 
 // Deciding not to compress.
@@ -20,8 +21,8 @@ import (
 // probeMinSectors are compressed without asking: zstd is cheap on them and
 // a sample of a few sectors says little. It says no only when all hold:
 //
-//   - fewer than 1/probeNarrowShare of the sectors are narrow: their
-//     sample holds fewer than probeNarrowDistinct distinct bytes, and
+//   - fewer than 1/probeNarrowShare of the sectors are narrow: nearly all
+//     bytes of their sample are below 0x80, and
 //
 //   - entropy coding could save less than probeMinSaving: the sample's
 //     order-0 entropy, estimated per region of a few sectors (so a
@@ -52,14 +53,18 @@ const (
 	// not bring near 12.5 % needs LZ matches, which hasRepeats looks for.
 	probeMinSaving = 0.10
 	probeTableSize = 512 // ≥ 2 × probeChunks × MaxSectors windows
-	// A sector whose 64 sampled bytes hold fewer than probeNarrowDistinct
-	// values is narrow (text, numbers, sparse structures); random bytes
-	// give 57 ± 2, fio's default buffers 32 or more. When two and
-	// 1/probeNarrowShare of the sectors are narrow, zstd is tried: a few narrow sectors among random ones (a text tail)
+	// A sector is narrow when at most probeNarrowHigh of its 64 sampled
+	// bytes have the top bit set: text, UTF-16, small numbers, sparse
+	// structures. Random bytes give 32 ± 4, fio's default buffers about
+	// as many. When two and 1/probeNarrowShare of the sectors are narrow,
+	// zstd is tried: a few narrow sectors among random ones (a text tail)
 	// hardly move the region's order-0 estimate, yet zstd saves on them.
-	probeNarrowDistinct = 30
-	probeNarrowShare    = 8
+	probeNarrowHigh  = 8
+	probeNarrowShare = 8
 )
+
+// topBits selects the top bit of each byte of a word.
+const topBits = 0x8080808080808080
 
 // xlog2x[c] is c·log2(c), for c up to a whole sample of MaxSectors.
 var xlog2x = func() (t [MaxSectors*probeSampleBytes + 1]float64) {
@@ -80,24 +85,22 @@ func worthCompressing(logical []byte) bool {
 	// entropy coding saves; a compressible tail or head shows in its
 	// region even when the whole block's byte histogram looks random.
 	saved := 0.0
-	narrow := 0         // sectors whose sample has few distinct bytes
-	var seen [256]uint8 // seen[b] == s+1: byte b is in sector s's sample
+	narrow := 0 // sectors whose sample is nearly all bytes below 0x80
 	for r := 0; r < sectors; r += probeRegionSectors {
 		var hist [256]uint32
 		end := min(sectors, r+probeRegionSectors)
 		for s := r; s < end; s++ {
-			distinct := 0
+			high := 0 // sampled bytes of sector s with the top bit set
 			for c := range probeChunks {
 				at := s*SectorSize + c*probeChunkStride + probePhase(s)
-				for _, b := range logical[at : at+probeChunkBytes] {
+				chunk := logical[at : at+probeChunkBytes]
+				high += bits.OnesCount64(binary.LittleEndian.Uint64(chunk)&topBits) +
+					bits.OnesCount64(binary.LittleEndian.Uint64(chunk[8:])&topBits)
+				for _, b := range chunk {
 					hist[b]++
-					if seen[b] != uint8(s+1) {
-						seen[b] = uint8(s + 1)
-						distinct++
-					}
 				}
 			}
-			if distinct < probeNarrowDistinct {
+			if high <= probeNarrowHigh {
 				narrow++
 			}
 		}
@@ -105,19 +108,19 @@ func worthCompressing(logical []byte) bool {
 			return true
 		}
 		n := (end - r) * probeSampleBytes
-		sum := 0.0
-		for _, c := range hist {
-			sum += xlog2x[c]
+		// Two sums, so the additions of the 256 counts overlap.
+		var sum0, sum1 float64
+		k := 0 // distinct byte values sampled
+		for i := 0; i < len(hist); i += 2 {
+			c0, c1 := hist[i], hist[i+1]
+			sum0 += xlog2x[c0]
+			sum1 += xlog2x[c1]
+			k += int(min(c0, 1) + min(c1, 1))
 		}
+		sum := sum0 + sum1
 		// Plug-in entropy H = log2(n) − Σ c·log2(c)/n, corrected for its
 		// small-sample bias (Miller–Madow: + (k−1)/(2n·ln 2), k the
 		// symbols seen), so uniform bytes estimate about 8 bits.
-		k := 0
-		for _, c := range hist {
-			if c != 0 {
-				k++
-			}
-		}
 		h := math.Log2(float64(n)) - sum/float64(n) + float64(k-1)/(2*float64(n)*math.Ln2)
 		saved += float64(end-r) * max(0, 8-h) / 8
 		if saved >= probeMinSaving*float64(sectors) {

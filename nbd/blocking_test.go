@@ -83,9 +83,14 @@ func TestTransmissionSocketMode(t *testing.T) {
 			// Pipelined: many requests sent before any reply is read.
 			for _, c := range cs {
 				const n = 32
-				for i := range n {
-					c.request(cmdRead, 0, uint64(100+i), uint64(i)*512, 512, nil)
-				}
+				// One write: sent one by one, a reader blocked in read(2)
+				// may take each request as it arrives and never see a
+				// queue (how this test failed on a loaded CI machine).
+				c.sendBatch(func() {
+					for i := range n {
+						c.request(cmdRead, 0, uint64(100+i), uint64(i)*512, 512, nil)
+					}
+				})
 				for range n {
 					if r := c.mustReply(); r.errno != 0 {
 						t.Fatalf("read: %+v", r)

@@ -291,6 +291,8 @@ type client struct {
 	pending map[uint64]uint32 // READ cookie -> length, for simple replies
 	size    uint64
 	flags   uint16
+	// batch, while non-nil, collects what write would send (see sendBatch).
+	batch []byte
 }
 
 func dial(t testing.TB, addr string) *client {
@@ -314,9 +316,24 @@ func dial(t testing.TB, addr string) *client {
 
 func (c *client) write(b []byte) {
 	c.t.Helper()
+	if c.batch != nil {
+		c.batch = append(c.batch, b...)
+		return
+	}
 	if _, err := c.c.Write(b); err != nil {
 		c.t.Fatalf("write: %v", err)
 	}
+}
+
+// sendBatch sends everything fn writes in one write, so the server finds
+// the requests queued together however fast it reads.
+func (c *client) sendBatch(fn func()) {
+	c.t.Helper()
+	c.batch = make([]byte, 0, 4096)
+	fn()
+	b := c.batch
+	c.batch = nil
+	c.write(b)
 }
 
 func (c *client) sendFlags(f uint32) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/shalestore/shale/backend"
+	"github.com/shalestore/shale/core/dedup"
 	"github.com/spf13/viper"
 )
 
@@ -60,6 +61,19 @@ type Config struct {
 	NVRAM *Drive `mapstructure:"nvram"`
 	// Geometry is the erasure-coding and allocation layout.
 	Geometry Geometry `mapstructure:"geometry"`
+	// Dedup configures inline deduplication of engine volumes.
+	Dedup Dedup `mapstructure:"dedup"`
+}
+
+// Dedup configures inline deduplication.
+type Dedup struct {
+	// Enabled turns inline dedup on (the default): every write is looked
+	// up, sector by sector, among recently written data, and duplicate
+	// runs of 8 sectors or more are stored as references.
+	Enabled bool `mapstructure:"enabled"`
+	// IndexBytes bounds the DRAM of the inline dedup index (at least 4M).
+	// A larger index finds duplicates of older data.
+	IndexBytes Size `mapstructure:"index_bytes"`
 }
 
 // Volume is one exported volume.
@@ -155,6 +169,8 @@ func Defaults() map[string]any {
 		"geometry.parity":     2,
 		"geometry.au_size":    "8M",
 		"geometry.write_unit": "1M",
+		"dedup.enabled":       true,
+		"dedup.index_bytes":   "64M",
 		"volumes": []any{
 			map[string]any{"name": "vol0", "size": "16G", "description": "default volume"},
 		},
@@ -373,6 +389,9 @@ func (c *Config) Validate() error {
 	}
 	if g.AUSize <= 0 || (g.WriteUnit > 0 && g.AUSize%g.WriteUnit != 0) {
 		bad("geometry.au_size", "%d is not a positive multiple of write_unit (%d)", int64(g.AUSize), int64(g.WriteUnit))
+	}
+	if c.Dedup.IndexBytes < dedup.MinIndexBytes {
+		bad("dedup.index_bytes", "%d is below the minimum of %dM", int64(c.Dedup.IndexBytes), dedup.MinIndexBytes>>20)
 	}
 	return errors.Join(errs...)
 }

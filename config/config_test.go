@@ -159,6 +159,7 @@ volumes:
 drives:
   - {backend: sim, size: 1G, seed: 7}
 geometry: {data: 1, parity: 0, au_size: 1M, write_unit: 64K}
+dedup: {enabled: false, index_bytes: 256M}
 `)
 	t.Setenv("SHALE_LOG_LEVEL", "debug")
 	c, err := Load(New(), p)
@@ -170,6 +171,12 @@ geometry: {data: 1, parity: 0, au_size: 1M, write_unit: 64K}
 	}
 	if b := c.Volumes[1]; !b.ReadOnly || b.MinBlockSize != 512 || c.Volumes[0].ReadOnly || c.Volumes[0].MinBlockSize != 0 {
 		t.Fatalf("read_only/min_block_size: %+v", c.Volumes)
+	}
+	if c.Dedup.Enabled || c.Dedup.IndexBytes != 256<<20 {
+		t.Fatalf("dedup: %+v", c.Dedup)
+	}
+	if d, err := Load(New(), ""); err != nil || !d.Dedup.Enabled || d.Dedup.IndexBytes != 64<<20 {
+		t.Fatalf("dedup defaults: %+v, %v", d, err)
 	}
 	if c.Drives[0].Options["seed"] != 7 {
 		t.Fatalf("backend option not passed through: %+v", c.Drives[0])
@@ -188,6 +195,8 @@ geometry: {data: 1, parity: 0, au_size: 1M, write_unit: 64K}
 		"drives: [{backend: file, path: /x}]":                  "geometry",
 		"geometry: {au_size: 3M, write_unit: 2M}":              "geometry.au_size",
 		"log: {format: xml}":                                   "log.format",
+		"dedup: {index_bytes: 64K}":                            "dedup.index_bytes",
+		"dedup: {enabled: sometimes}":                          "dedup.enabled",
 		"volumes: [{name: a, size: 1M, min_block_size: 256}]":  "volumes[0].min_block_size",
 		"drives: [{backend: file, path: /x, size: 1G}, {backend: file, path: /x, size: 1G}]\ngeometry: {data: 1, parity: 0}":        "drives[1].path",
 		"drives: [{backend: file, path: /x, size: 1G}]\nnvram: {backend: file, path: /x, size: 1G}\ngeometry: {data: 1, parity: 0}": "nvram.path",

@@ -55,6 +55,14 @@ type Options struct {
 	Logger *slog.Logger
 	// CrashHook, if set, is called at each named crash point.
 	CrashHook func(point string)
+	// NoDedup turns inline deduplication off: every write stores its
+	// data (compressed) whatever is already stored.
+	NoDedup bool
+	// DedupIndexBytes bounds the inline dedup index (default 64 MiB).
+	DedupIndexBytes int64
+
+	// dedupHash replaces dedup.Hash (tests force collisions with it).
+	dedupHash func([]byte) uint64
 }
 
 // VolumeInfo describes a volume or a snapshot.

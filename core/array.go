@@ -12,6 +12,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/shalestore/shale/core/alloc"
+	"github.com/shalestore/shale/core/dedup"
 	"github.com/shalestore/shale/core/pyramid"
 	"github.com/shalestore/shale/core/segment"
 	"github.com/shalestore/shale/core/store"
@@ -81,6 +82,9 @@ type Array struct {
 	cache *ristretto.Cache[uint64, *cachedCblock]
 	// refs keeps inline dedup from referencing segments GC is collecting.
 	refs refGate
+	// dedup is the inline dedup index; nil with Options.NoDedup.
+	dedup *dedup.Index
+	dt    *pyramid.Relation // dedup table
 
 	// ops is held shared by every operation and exclusively by Close.
 	ops    sync.RWMutex
@@ -141,8 +145,14 @@ func (o *Options) fill() error {
 	if o.MetaCacheBytes == 0 {
 		o.MetaCacheBytes = defaultMetaCacheBytes
 	}
+	if o.DedupIndexBytes == 0 {
+		o.DedupIndexBytes = defaultDedupIndexBytes
+	}
 	if o.CacheBytes < 1<<20 || o.MetaCacheBytes < 1<<20 {
 		return fmt.Errorf("%w: cache sizes below 1 MiB", ErrInvalid)
+	}
+	if o.DedupIndexBytes < dedup.MinIndexBytes {
+		return fmt.Errorf("%w: dedup index of %d bytes, below the minimum %d", ErrInvalid, o.DedupIndexBytes, dedup.MinIndexBytes)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -169,6 +179,12 @@ func newArray(opts Options) (*Array, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("core: cblock cache: %w", err)
+	}
+	if !opts.NoDedup {
+		if a.dedup, err = dedup.NewIndex(opts.DedupIndexBytes); err != nil {
+			a.cache.Close()
+			return nil, fmt.Errorf("core: dedup index: %w", err)
+		}
 	}
 	return a, nil
 }
@@ -210,6 +226,7 @@ func (a *Array) openDB(ctx context.Context) error {
 		return fmt.Errorf("core: metadata: %w", err)
 	}
 	a.bm, a.mt, a.me = a.db.Relation(pyramid.BlockMap), a.db.Relation(pyramid.MediumTable), a.db.Relation(pyramid.MediumElide)
+	a.dt = a.db.Relation(pyramid.DedupTable)
 	return nil
 }
 
@@ -302,6 +319,9 @@ func (a *Array) abort(ctx context.Context) {
 	}
 	a.st.Close(ctx)
 	a.cache.Close()
+	if a.dedup != nil {
+		a.dedup.Close()
+	}
 }
 
 // loadCatalog reads the catalog, fixes the next medium id against the
@@ -416,6 +436,9 @@ func (a *Array) Close(ctx context.Context) error {
 	errs = append(errs, a.db.Close())
 	errs = append(errs, a.st.Close(ctx))
 	a.cache.Close()
+	if a.dedup != nil {
+		a.dedup.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -431,6 +454,9 @@ func (a *Array) abandon() {
 	a.wg.Wait()
 	a.db.Close()
 	a.cache.Close()
+	if a.dedup != nil {
+		a.dedup.Close()
+	}
 	// Closing the store stops its goroutines (which hold the array through
 	// OnFlush); on dead devices it may never return, so it is not waited
 	// for.

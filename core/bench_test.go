@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -25,7 +26,7 @@ const (
 	benchQueueDepth = 32
 )
 
-func benchArray(b *testing.B, be string) (*Array, *Volume) {
+func benchArray(b *testing.B, be string, opts ...func(*Options)) (*Array, *Volume) {
 	b.Helper()
 	dir := b.TempDir()
 	var devs []backend.Device
@@ -48,7 +49,11 @@ func benchArray(b *testing.B, be string) (*Array, *Volume) {
 		b.Cleanup(func() { d.Close() })
 	}
 	ctx := context.Background()
-	a, err := Create(ctx, Options{Drives: devs[:benchDrives], NVRAM: devs[benchDrives], Geometry: benchGeometry, Logger: quiet})
+	o := Options{Drives: devs[:benchDrives], NVRAM: devs[benchDrives], Geometry: benchGeometry, Logger: quiet}
+	for _, f := range opts {
+		f(&o)
+	}
+	a, err := Create(ctx, o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,6 +66,15 @@ func benchArray(b *testing.B, be string) (*Array, *Volume) {
 		b.Fatal(err)
 	}
 	return a, v
+}
+
+// stampSectors makes every sector of p new data: its first 8 bytes get
+// a number from next. Writing the same buffer again would otherwise be
+// found by inline dedup and measure a duplicate write, not a new one.
+func stampSectors(p []byte, next *atomic.Uint64) {
+	for i := 0; i+SectorSize <= len(p); i += SectorSize {
+		binary.LittleEndian.PutUint64(p[i:], next.Add(1))
+	}
 }
 
 // benchData is half compressible: each block is random bytes then a run
@@ -81,7 +95,7 @@ func BenchmarkWriteAt(b *testing.B) {
 		for _, size := range []int{4 << 10, 32 << 10} {
 			b.Run(fmt.Sprintf("%s/%dK/qd%d", be, size>>10, benchQueueDepth), func(b *testing.B) {
 				_, v := benchArray(b, be)
-				var seed atomic.Uint64
+				var seed, stamp atomic.Uint64
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
 				b.SetParallelism(benchQueueDepth)
@@ -91,6 +105,7 @@ func BenchmarkWriteAt(b *testing.B) {
 					p := benchData(rng, size)
 					ctx := context.Background()
 					for pb.Next() {
+						stampSectors(p, &stamp)
 						off := int64(rng.IntN(benchVolBytes/size)) * int64(size)
 						if err := v.WriteAt(ctx, p, off); err != nil {
 							b.Error(err)
@@ -126,6 +141,54 @@ func BenchmarkReadAt(b *testing.B) {
 					for pb.Next() {
 						off := int64(rng.IntN(benchReadBytes/size)) * int64(size)
 						if err := v.ReadAt(ctx, p, off); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkWriteDedup: 32 KiB writes at queue depth 8 on file drives,
+// inline dedup on and off, of new data (every sector new: the cost of
+// hashing and looking up what is never found) and of duplicates of data
+// already stored at another alignment (each write repeats 64 sectors
+// written earlier, 3 sectors off their original alignment).
+func BenchmarkWriteDedup(b *testing.B) {
+	const size = 32 << 10
+	for _, data := range []string{"unique", "duplicate"} {
+		for _, on := range []bool{true, false} {
+			b.Run(fmt.Sprintf("%s/dedup=%v", data, on), func(b *testing.B) {
+				_, v := benchArray(b, "file", func(o *Options) { o.NoDedup = !on })
+				ctx := context.Background()
+				// The originals: 4 MiB of new data at the volume's end.
+				const origBytes = 4 << 20
+				origOff := int64(benchVolBytes - origBytes)
+				orig := benchData(rand.New(rand.NewPCG(7, 7)), origBytes)
+				var stamp atomic.Uint64
+				stampSectors(orig, &stamp)
+				if err := v.WriteAt(ctx, orig, origOff); err != nil {
+					b.Fatal(err)
+				}
+				var seed atomic.Uint64
+				b.SetBytes(size)
+				b.ReportAllocs()
+				b.SetParallelism(benchQueueDepth)
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					rng := rand.New(rand.NewPCG(seed.Add(1), 5))
+					p := benchData(rng, size)
+					for pb.Next() {
+						if data == "unique" {
+							stampSectors(p, &stamp)
+						} else {
+							src := (rng.IntN(origBytes/size-1)*size/SectorSize + 3) * SectorSize
+							copy(p, orig[src:src+size])
+						}
+						off := int64(rng.IntN((benchVolBytes-origBytes)/size)) * int64(size)
+						if err := v.WriteAt(ctx, p, off); err != nil {
 							b.Error(err)
 							return
 						}

@@ -45,6 +45,9 @@ type simConfig struct {
 	nvramBytes int64
 	geometry   segment.Geometry
 	seed       int64
+	// noDedup and dedupHash set the Options of the same names.
+	noDedup   bool
+	dedupHash func([]byte) uint64
 }
 
 func (c *simConfig) fill() {
@@ -85,6 +88,7 @@ func newSimEnv(t testing.TB, c simConfig) *simEnv {
 	}
 	e.nvram = dev("nvram", c.nvramBytes, backend.NVRAM, 99)
 	e.opts = Options{Geometry: c.geometry, CacheBytes: 4 << 20, MetaCacheBytes: 4 << 20, Logger: testLogger(),
+		NoDedup: c.noDedup, dedupHash: c.dedupHash,
 		CrashHook: func(p string) {
 			if h := e.hook.Load(); h != nil {
 				(*h)(p)

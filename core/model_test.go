@@ -38,13 +38,23 @@ type modelRun struct {
 	rng  *rand.Rand
 	m    model
 	next int // name counter
+	// dedupSectors: deduplicated sectors counted by arrays already closed.
+	dedupSectors int64
 }
 
 func (r *modelRun) pick(names []string) string { return names[r.rng.IntN(len(names))] }
 
 func (r *modelRun) data(n int) []byte {
 	p := make([]byte, n)
-	switch r.rng.IntN(5) {
+	switch r.rng.IntN(7) {
+	case 5, 6: // a copy of stored data: any volume or snapshot, any sector
+		names := append(r.m.names(false), r.m.names(true)...)
+		if src := r.m.vols[r.pick(names)]; len(src) >= n {
+			at := r.rng.IntN((len(src)-n)/512+1) * 512
+			copy(p, src[at:at+n])
+			return p
+		}
+		fillData(r.rng, p, false)
 	case 0: // zeros
 	case 1: // half zeros, half data, at a sector boundary
 		fillData(r.rng, p[:n/1024*512], r.rng.IntN(2) == 0)
@@ -204,9 +214,11 @@ func (r *modelRun) step(i int) {
 		}
 	case op < 98:
 		r.checkAll(fmt.Sprintf("op %d before restart", i))
+		r.dedupSectors += e.a.Stats().Counters["dedup_sectors"]
 		e.restart()
 		r.checkAll(fmt.Sprintf("op %d after restart", i))
 	default:
+		r.dedupSectors += e.a.Stats().Counters["dedup_sectors"]
 		e.powerLoss()
 		r.checkAll(fmt.Sprintf("op %d after power loss", i))
 	}
@@ -217,15 +229,35 @@ func TestModel(t *testing.T) {
 	if *long {
 		seeds, ops = 20, 3000
 	}
+	runModel(t, seeds, ops, simConfig{nvramBytes: 8 << 20})
+}
+
+// TestModelDedupCollisions: the model with a dedup hash that collides all
+// the time (four values): every hit is confirmed, nothing reads wrong.
+func TestModelDedupCollisions(t *testing.T) {
+	runModel(t, 1, 200, simConfig{nvramBytes: 8 << 20, dedupHash: func(p []byte) uint64 { return uint64(p[0] & 3) }})
+}
+
+// TestModelNoDedup: the model with dedup off (Options.NoDedup).
+func TestModelNoDedup(t *testing.T) {
+	runModel(t, 1, 200, simConfig{nvramBytes: 8 << 20, noDedup: true})
+}
+
+func runModel(t *testing.T, seeds, ops int, c simConfig) {
 	for seed := range seeds {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			e := newSimEnv(t, simConfig{seed: int64(seed), nvramBytes: 8 << 20})
+			c := c
+			c.seed = int64(seed)
+			e := newSimEnv(t, c)
 			r := &modelRun{t: t, e: e, rng: rand.New(rand.NewPCG(uint64(seed), 77)),
 				m: model{vols: map[string][]byte{}, snaps: map[string]bool{}}}
 			for i := range ops {
 				r.step(i)
 			}
 			r.checkAll("end")
+			if d := r.dedupSectors + e.a.Stats().Counters["dedup_sectors"]; (d > 0) == c.noDedup {
+				t.Errorf("%d sectors deduplicated with NoDedup %v", d, c.noDedup)
+			}
 			e.powerLoss()
 			r.checkAll("end after power loss")
 		})

@@ -21,6 +21,7 @@ func BenchmarkWriteSeq(b *testing.B) {
 			b.SetBytes(size)
 			b.ReportAllocs()
 			var left atomic.Int64
+			var stamp atomic.Uint64
 			left.Store(int64(b.N))
 			b.ResetTimer()
 			var wg sync.WaitGroup
@@ -33,7 +34,7 @@ func BenchmarkWriteSeq(b *testing.B) {
 					}
 					ctx := context.Background()
 					for pos := int64(0); left.Add(-1) >= 0; pos = (pos + size) % share {
-						p[0]++ // every write different
+						stampSectors(p, &stamp) // every sector new
 						if err := v.WriteAt(ctx, p, int64(j)*share+pos); err != nil {
 							b.Error(err)
 							return
@@ -60,8 +61,9 @@ func BenchmarkWriteQD1(b *testing.B) {
 	ctx := context.Background()
 	b.SetBytes(size)
 	b.ReportAllocs()
+	var stamp atomic.Uint64
 	for b.Loop() {
-		p[0]++
+		stampSectors(p, &stamp)
 		if err := v.WriteAt(ctx, p, int64(rng.IntN(benchVolBytes/size))*size); err != nil {
 			b.Fatal(err)
 		}

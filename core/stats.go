@@ -17,6 +17,9 @@ type counters struct {
 	cacheHits, cacheMisses, degradedReads atomic.Int64
 	segiosFlushed, nvramTrims, noSpace    atomic.Int64
 	forcedFlushes, maintErrors            atomic.Int64
+	// Inline dedup: runs and sectors stored as references to existing
+	// cblocks; index hits (before confirmation); candidates unreadable.
+	dedupRuns, dedupSectors, dedupLookupHits, dedupUnreadable atomic.Int64
 }
 
 // Stats returns the array's figures.
@@ -100,8 +103,15 @@ func (a *Array) Stats() Stats {
 		"cache_hits": c.cacheHits.Load(), "cache_misses": c.cacheMisses.Load(), "degraded_reads": c.degradedReads.Load(),
 		"segios_flushed": c.segiosFlushed.Load(), "nvram_trims": c.nvramTrims.Load(), "no_space_errors": c.noSpace.Load(),
 		"forced_flushes": c.forcedFlushes.Load(), "maintenance_errors": c.maintErrors.Load(),
+		"dedup_runs": c.dedupRuns.Load(), "dedup_sectors": c.dedupSectors.Load(),
+		"dedup_bytes_saved": c.dedupSectors.Load() * SectorSize,
+		"dedup_index_hits":  c.dedupLookupHits.Load(), "dedup_unreadable": c.dedupUnreadable.Load(),
 	} {
 		st.Counters[k] = v
+	}
+	if a.dedup != nil {
+		st.Counters["dedup_index_bytes"] = a.dedup.Bytes()
+		st.Counters["dedup_index_max_bytes"] = a.dedup.MaxBytes()
 	}
 	items, bytes := a.pend.size()
 	st.Counters["pending_cblocks"], st.Counters["pending_bytes"] = int64(items), bytes

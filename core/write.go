@@ -27,6 +27,7 @@ const maxEntryData = 4 << 20
 type writeCtx struct {
 	b      pyramid.Batch
 	attach []byte
+	dd     dedupState
 }
 
 var writePool = sync.Pool{New: func() any { return &writeCtx{attach: make([]byte, 0, 64<<10)} }}
@@ -109,8 +110,15 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 	defer func() {
 		w.b.Reset()
 		w.attach = w.attach[:0]
+		w.dd.record = w.dd.record[:0]
 		writePool.Put(w)
 	}()
+	if a.dedup != nil {
+		// From the first dedup lookup until the facts are durable (see
+		// refGate).
+		a.refs.enter()
+		defer a.refs.exit()
+	}
 	// One NVRAM entry per maxEntryData bytes: a large write need not fit
 	// the log whole (a block device promises no atomicity beyond a
 	// sector; each chunk is atomic).
@@ -125,20 +133,49 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 			a.stats.writeErrors.Add(1)
 			return fmt.Errorf("%s: write at %d: %w: %w", v.vs.name, off+int64(done), ErrIO, err)
 		}
+		if a.dedup != nil {
+			a.publishDedup(w)
+		}
 	}
 	a.stats.writes.Add(1)
 	a.stats.writeBytes.Add(int64(len(p)))
 	return nil
 }
 
-// buildWrite cuts p (at sector lba of medium m) into zero runs and
-// cblocks, appends the cblocks to the segment writer and keeps them
-// pending, and fills w's batch and attachment.
+// buildWrite cuts p (at sector lba of medium m) into duplicate runs (with
+// dedup on), zero runs and cblocks, appends the cblocks to the segment
+// writer and keeps them pending, and fills w's batch and attachment.
 func (a *Array) buildWrite(ctx context.Context, w *writeCtx, m, lba uint64, p []byte) error {
-	nsec := len(p) / SectorSize
-	sec := func(i int) []byte { return p[i*SectorSize : (i+1)*SectorSize] }
 	w.attach = append(w.attach[:0], attachVersion)
-	for i := 0; i < nsec; {
+	if a.dedup == nil {
+		if err := a.buildNew(ctx, w, m, lba, p, 0, len(p)/SectorSize); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range a.dedupPlan(ctx, w, p) {
+			var err error
+			if r.Dup {
+				err = a.insertDup(w, m, lba, r)
+			} else {
+				err = a.buildNew(ctx, w, m, lba, p, r.Start, r.End)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if len(w.attach) > 1 {
+		w.b.Attach(w.attach)
+	}
+	return nil
+}
+
+// buildNew stores sectors [from, to) of p (the write at sector lba of
+// medium m) as zero runs and new cblocks.
+func (a *Array) buildNew(ctx context.Context, w *writeCtx, m, lba uint64, p []byte, from, to int) error {
+	nsec := to
+	sec := func(i int) []byte { return p[i*SectorSize : (i+1)*SectorSize] }
+	for i := from; i < nsec; {
 		j := i + 1
 		if isZeroSector(sec(i)) {
 			for j < nsec && isZeroSector(sec(j)) {
@@ -185,13 +222,15 @@ func (a *Array) buildWrite(ctx context.Context, w *writeCtx, m, lba uint64, p []
 			uint64(addr.Segment), uint64(addr.Offset), uint64(addr.Length), 0); err != nil {
 			return err
 		}
+		if a.dedup != nil {
+			if err := a.recordCblock(w, lba, i, j, addr); err != nil {
+				return err
+			}
+		}
 		a.stats.cblocks.Add(1)
 		a.stats.cblockLogical.Add(int64((j - i) * SectorSize))
 		a.stats.cblockStored.Add(int64(addr.Length))
 		i = j
-	}
-	if len(w.attach) > 1 {
-		w.b.Attach(w.attach)
 	}
 	return nil
 }

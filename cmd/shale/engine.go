@@ -148,7 +148,8 @@ func openEngine(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *e
 	}
 	want := segment.Geometry{Data: cfg.Geometry.Data, Parity: cfg.Geometry.Parity,
 		AUSize: int64(cfg.Geometry.AUSize), WriteUnit: int64(cfg.Geometry.WriteUnit)}
-	opts := core.Options{Drives: drives, NVRAM: nvram, Geometry: want, Logger: log}
+	opts := core.Options{Drives: drives, NVRAM: nvram, Geometry: want, Logger: log,
+		NoDedup: !cfg.Dedup.Enabled, DedupIndexBytes: int64(cfg.Dedup.IndexBytes)}
 	geometry := want
 	switch plan {
 	case planCreate:

@@ -1,0 +1,141 @@
+package core
+
+import (
+	"context"
+
+	"github.com/shalestore/shale/core/cblock"
+	"github.com/shalestore/shale/core/dedup"
+	"github.com/shalestore/shale/core/pyramid"
+	"github.com/shalestore/shale/core/segment"
+)
+
+// Inline deduplication (package dedup has the rules). A write with dedup
+// on hashes every sector, asks dedup.Plan which runs are already stored,
+// and stores those as KindDup block-map tuples naming the existing cblock,
+// in the same batch (so the same NVRAM entry) as the write's other facts.
+// The new cblocks' every-8th sectors by position are recorded in the dedup
+// table relation (same batch) and, once the write is durable, in the
+// inline index: a location enters the index only after the facts that
+// make its cblock durable (the write's NVRAM entry, which carries the
+// cblock), so a later duplicate never names a cblock a crash could lose.
+//
+// References to existing cblocks go through the refGate: the writer holds
+// it from the first lookup until its facts are durable, and a segment GC
+// is collecting is a miss.
+
+// defaultDedupIndexBytes: Options default for the inline index.
+const defaultDedupIndexBytes = 64 << 20
+
+// dedupRecord is a location to put in the inline index once the write
+// that stored it is durable.
+type dedupRecord struct {
+	hash uint64
+	loc  dedup.Loc
+}
+
+// dedupState is a write's dedup scratch, part of the pooled writeCtx.
+type dedupState struct {
+	hashes []uint64
+	plan   []dedup.Run
+	record []dedupRecord
+	src    dedupSource
+}
+
+// dedupSource is dedup.Source over the array: the inline index, the refGate
+// and the read path.
+type dedupSource struct {
+	a   *Array
+	ctx context.Context
+	buf []byte
+	t   [bmTupleFields]uint64
+}
+
+// bmTupleFields is the number of fields of a block-map tuple.
+const bmTupleFields = pyramid.BMSector + 1
+
+func (s *dedupSource) Lookup(h uint64) (dedup.Loc, bool) {
+	loc, ok := s.a.dedup.Get(h)
+	if !ok {
+		return loc, false
+	}
+	s.a.stats.dedupLookupHits.Add(1)
+	if !s.a.refs.allowed(segment.ID(loc.Segment)) {
+		return loc, false
+	}
+	return loc, true
+}
+
+func (s *dedupSource) Cblock(loc dedup.Loc) ([]byte, bool) {
+	n := int(loc.Sectors) * SectorSize
+	if cap(s.buf) < n {
+		s.buf = make([]byte, 0, cblock.MaxLogical)
+	}
+	t := &s.t
+	t[pyramid.BMLen], t[pyramid.BMKind] = uint64(loc.Sectors), pyramid.KindData
+	t[pyramid.BMSegment], t[pyramid.BMOffset], t[pyramid.BMCLen], t[pyramid.BMSector] = loc.Segment, uint64(loc.Offset), uint64(loc.CLen), 0
+	if err := s.a.readRun(s.ctx, t[:], s.buf[:n]); err != nil {
+		// Gone or unreadable: a miss. The write goes on storing the data.
+		s.a.log.Debug("core: dedup candidate unreadable", "segment", loc.Segment, "offset", loc.Offset, "err", err)
+		s.a.stats.dedupUnreadable.Add(1)
+		return nil, false
+	}
+	return s.buf[:n], true
+}
+
+// dedupPlan hashes p's sectors and plans its duplicate and new runs.
+// REQUIRES: a.dedup != nil, the caller between a.refs.enter and exit.
+func (a *Array) dedupPlan(ctx context.Context, w *writeCtx, p []byte) []dedup.Run {
+	d := &w.dd
+	nsec := len(p) / SectorSize
+	d.hashes = d.hashes[:0]
+	hash := a.opts.dedupHash
+	if hash == nil {
+		hash = dedup.Hash
+	}
+	for i := range nsec {
+		d.hashes = append(d.hashes, hash(p[i*SectorSize:(i+1)*SectorSize]))
+	}
+	d.src.a, d.src.ctx = a, ctx
+	d.plan = dedup.Plan(p, d.hashes, &d.src, func(i int) bool { return isZeroSector(p[i*SectorSize : (i+1)*SectorSize]) }, d.plan)
+	d.src.ctx = nil
+	return d.plan
+}
+
+// insertDup adds the KindDup tuple of run r (sectors of the write at lba).
+func (a *Array) insertDup(w *writeCtx, m, lba uint64, r dedup.Run) error {
+	n := uint64(r.End - r.Start)
+	if err := w.b.Insert(a.bm, m, lba+uint64(r.Start), n, pyramid.KindDup,
+		r.Src.Segment, uint64(r.Src.Offset), uint64(r.Src.CLen), uint64(r.Src.Sector)); err != nil {
+		return err
+	}
+	a.stats.dedupRuns.Add(1)
+	a.stats.dedupSectors.Add(int64(n))
+	return nil
+}
+
+// recordCblock notes the every-8th sectors of a new cblock holding sectors
+// [i, j) of the write at lba: tuples of the dedup table in the batch, and
+// index entries for after the persist.
+func (a *Array) recordCblock(w *writeCtx, lba uint64, i, j int, addr segment.Addr) error {
+	d := &w.dd
+	for s := i; s < j; s++ {
+		if (lba+uint64(s))%dedup.RecordEvery != 0 {
+			continue
+		}
+		loc := dedup.Loc{Segment: uint64(addr.Segment), Offset: addr.Offset, CLen: addr.Length,
+			Sector: uint16(s - i), Sectors: uint16(j - i)}
+		if err := w.b.Insert(a.dt, d.hashes[s], loc.Segment, uint64(loc.Offset), uint64(loc.CLen), uint64(loc.Sector)); err != nil {
+			return err
+		}
+		d.record = append(d.record, dedupRecord{hash: d.hashes[s], loc: loc})
+	}
+	return nil
+}
+
+// publishDedup puts a durable write's recorded locations in the index.
+func (a *Array) publishDedup(w *writeCtx) {
+	for _, r := range w.dd.record {
+		a.dedup.Put(r.hash, r.loc)
+	}
+	w.dd.record = w.dd.record[:0]
+}

@@ -1,0 +1,193 @@
+// Package dedup finds the sectors of a write that are already stored, the
+// inline half of shale's deduplication (DESIGN.md §3 step 3; the paper's
+// §4 on dedup).
+//
+// Every 512-byte sector gets a stable 64-bit hash (xxhash64, the same in
+// every process and release: the full dedup table persists hashes). Of the
+// data a write stores, only every RecordEvery-th sector by position (its
+// address in the volume is a multiple of RecordEvery) is recorded in the
+// Index, a bounded cache of recent and popular hashes; every sector of a
+// write is looked up. A hit is only a hint: Plan confirms it byte for byte
+// against the stored cblock and extends the match sector by sector in both
+// directions, so a run duplicated at any alignment is found as long as it
+// is at least RecordEvery sectors long (one of its source sectors was then
+// recorded). A hash collision costs a read, never correctness.
+//
+// The package does no I/O: Plan gets the stored data through a callback,
+// so the matching rules are tested on their own.
+package dedup
+
+import (
+	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// SectorSize is the unit of deduplication.
+const SectorSize = 512
+
+// RecordEvery: one sector in RecordEvery, by position, is recorded.
+const RecordEvery = 8
+
+// MinRun is the shortest duplicate run Plan reports: a shorter one saves
+// less than the block-map tuple and the read it costs. RecordEvery is the
+// shortest run Plan is sure to find.
+const MinRun = RecordEvery
+
+// Hash is the stable 64-bit hash of one sector.
+func Hash(sector []byte) uint64 { return xxhash.Sum64(sector) }
+
+// Loc is where a recorded sector is stored: a cblock (segment, offset,
+// stored length) and the sector's index among the cblock's Sectors
+// logical sectors.
+type Loc struct {
+	Segment uint64
+	Offset  int64
+	CLen    int32
+	Sector  uint16
+	Sectors uint16
+}
+
+// entryCost is what the Index charges per entry against its byte bound:
+// the key, the value and ristretto's store item and map slot for it,
+// measured on the Go heap (TestIndexMemory).
+const entryCost = 336
+
+// Index is the inline dedup index: hash -> Loc, bounded in bytes, keeping
+// the recent and popular entries (ristretto's TinyLFU admission).
+// Safe for concurrent use. Puts are buffered: an entry may be dropped,
+// which only costs a missed duplicate.
+type Index struct {
+	c        *ristretto.Cache[uint64, Loc]
+	maxBytes int64
+	// counters is the admission filter's memory, allocated up front and
+	// charged against maxBytes before any entry is.
+	counters int64
+}
+
+// MinIndexBytes is the smallest bound NewIndex accepts.
+const MinIndexBytes = 4 << 20
+
+// NewIndex returns an index of at most maxBytes (at least MinIndexBytes).
+// The bound covers what the index takes on the heap: its admission
+// counters (ten per entry it can hold, as ristretto advises, rounded up
+// to a power of two: a count-min sketch of four 4-bit rows and a one-bit
+// doorkeeper, 2.125 bytes per counter) and its entries.
+func NewIndex(maxBytes int64) (*Index, error) {
+	maxBytes = max(maxBytes, MinIndexBytes)
+	nc := int64(1)
+	for nc < maxBytes/(entryCost+40)*10 {
+		nc <<= 1
+	}
+	counters := nc*17/8 + 64<<10
+	c, err := ristretto.NewCache(&ristretto.Config[uint64, Loc]{
+		NumCounters: nc, MaxCost: max(maxBytes-counters, entryCost), BufferItems: 64,
+		IgnoreInternalCost: true, Metrics: true,
+		// Keys are hashes already: use them as they are.
+		KeyToHash: func(k uint64) (uint64, uint64) { return k, k >> 32 },
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Index{c: c, maxBytes: maxBytes, counters: counters}, nil
+}
+
+// Get returns the location recorded for hash h.
+func (x *Index) Get(h uint64) (Loc, bool) { return x.c.Get(h) }
+
+// Put records that a sector hashing to h is at loc.
+func (x *Index) Put(h uint64, loc Loc) { x.c.Set(h, loc, entryCost) }
+
+// Bytes is the DRAM the index holds now, by its accounting.
+func (x *Index) Bytes() int64 {
+	m := x.c.Metrics
+	if m == nil {
+		return 0
+	}
+	return x.counters + int64(m.CostAdded()-m.CostEvicted())
+}
+
+// MaxBytes is the index's bound.
+func (x *Index) MaxBytes() int64 { return x.maxBytes }
+
+// Wait applies buffered puts (tests).
+func (x *Index) Wait() { x.c.Wait() }
+
+// Close releases the index.
+func (x *Index) Close() { x.c.Close() }
+
+// Run is a piece of a write's plan: sectors [Start, End) of the write are
+// new data (Dup false) or the same bytes as sectors Src.Sector.. of the
+// cblock at Src (Dup true).
+type Run struct {
+	Start, End int
+	Dup        bool
+	Src        Loc
+}
+
+// Source gives Plan what it needs about the stored data.
+type Source interface {
+	// Lookup returns the location recorded for h.
+	Lookup(h uint64) (Loc, bool)
+	// Cblock returns the logical sectors of the cblock at loc (loc.Sector
+	// aside), or ok false when it cannot be read now (a miss, not an
+	// error). The slice is valid until the next call.
+	Cblock(loc Loc) (data []byte, ok bool)
+}
+
+// Plan cuts the n sectors of p into runs, in order, covering all of them:
+// duplicate runs of at least MinRun sectors found through src, and the new
+// runs between them. hashes[i] is Hash of sector i. Zero sectors are
+// never looked up (the write path stores them as metadata). plan is
+// reused for the result.
+func Plan(p []byte, hashes []uint64, src Source, isZero func(i int) bool, plan []Run) []Run {
+	n := len(p) / SectorSize
+	plan = plan[:0]
+	sector := func(i int) []byte { return p[i*SectorSize : (i+1)*SectorSize] }
+	done := 0 // sectors before done are planned
+	for i := 0; i < n; {
+		if isZero(i) {
+			i++
+			continue
+		}
+		loc, ok := src.Lookup(hashes[i])
+		if !ok || loc.Sector >= loc.Sectors {
+			i++
+			continue
+		}
+		data, ok := src.Cblock(loc)
+		if !ok || len(data) < int(loc.Sectors)*SectorSize {
+			i++
+			continue
+		}
+		stored := func(k int) []byte { return data[k*SectorSize : (k+1)*SectorSize] }
+		k := int(loc.Sector)
+		if string(stored(k)) != string(sector(i)) {
+			i++ // a collision, or the cblock was not what the index said
+			continue
+		}
+		back := 0
+		for i-back-1 >= done && k-back-1 >= 0 && string(stored(k-back-1)) == string(sector(i-back-1)) {
+			back++
+		}
+		fwd := 1
+		for i+fwd < n && k+fwd < int(loc.Sectors) && string(stored(k+fwd)) == string(sector(i+fwd)) {
+			fwd++
+		}
+		if back+fwd < MinRun {
+			i++
+			continue
+		}
+		start, end := i-back, i+fwd
+		if start > done {
+			plan = append(plan, Run{Start: done, End: start})
+		}
+		src := loc
+		src.Sector = uint16(k - back)
+		plan = append(plan, Run{Start: start, End: end, Dup: true, Src: src})
+		done, i = end, end
+	}
+	if done < n {
+		plan = append(plan, Run{Start: done, End: n})
+	}
+	return plan
+}

@@ -143,11 +143,72 @@ func (r *Reader) ReadAt(ctx context.Context, lay Layout, buf []byte, off int64) 
 	return bad, nil
 }
 
+// SpanBytes is the length of the whole 4 KiB blocks that cover n bytes at
+// off: the buffer ReadBlocks needs.
+func SpanBytes(off int64, n int) int {
+	return int((off+int64(n)+BlockSize-1)/BlockSize*BlockSize - off/BlockSize*BlockSize)
+}
+
+// ReadBlocks is ReadAt without the copy: it reads the whole blocks that
+// cover the n bytes at off straight into buf, verifies their checksums (or
+// rebuilds them from parity), and returns the n bytes, a slice of buf.
+// When the range spans two write units it falls back to ReadAt into buf.
+// buf must hold SpanBytes(off, n) bytes and start at an address the
+// drives accept for direct I/O (backend.AlignedBuffer, or a subslice of
+// one starting at a multiple of 4096).
+//
+// Every byte returned is covered by a block checksum of the write unit it
+// was read from, or was rebuilt from blocks that were.
+func (r *Reader) ReadBlocks(ctx context.Context, lay Layout, off int64, n int, buf []byte) (data []byte, bad []BadUnit, err error) {
+	g := r.d.Geometry
+	if err := r.d.CheckLayout(lay); err != nil {
+		return nil, nil, err
+	}
+	if off < 0 || n < 0 || off+int64(n) > g.SegmentBytes() {
+		return nil, nil, fmt.Errorf("segment %d: read of %d bytes at %d beyond %d: %w", lay.Segment, n, off, g.SegmentBytes(), backend.ErrOutOfRange)
+	}
+	if span := SpanBytes(off, n); len(buf) < span {
+		return nil, nil, fmt.Errorf("segment %d: read of %d bytes at %d into a buffer of %d, want %d", lay.Segment, n, off, len(buf), span)
+	}
+	body := g.BodySize()
+	segio := int(off / g.SegioBytes())
+	p := off % g.SegioBytes()
+	shard := int(p / body)
+	in := p % body
+	if in+int64(n) > body {
+		bad, err := r.ReadAt(ctx, lay, buf[:n], off)
+		return buf[:n], bad, err
+	}
+	r.Stats.Reads.Add(1)
+	r.Stats.ReadBytes.Add(int64(n))
+	b0 := in / BlockSize
+	b1 := (in + int64(n) + BlockSize - 1) / BlockSize
+	bad, err = r.readBlocks(ctx, lay, segio, shard, b0, b1, buf[:(b1-b0)*BlockSize])
+	if err != nil {
+		return nil, bad, err
+	}
+	return buf[in-b0*BlockSize:][:n], bad, nil
+}
+
 // readPiece fills out with body bytes [in, in+len(out)) of data shard
 // shard of segio.
 func (r *Reader) readPiece(ctx context.Context, lay Layout, segio, shard int, in int64, out []byte) ([]BadUnit, error) {
 	b0 := in / BlockSize
 	b1 := (in + int64(len(out)) + BlockSize - 1) / BlockSize
+	bp := r.getBuf()
+	defer r.putBuf(bp)
+	span := (*bp)[:(b1-b0)*BlockSize]
+	bad, err := r.readBlocks(ctx, lay, segio, shard, b0, b1, span)
+	if err == nil {
+		copy(out, span[in-b0*BlockSize:])
+	}
+	return bad, err
+}
+
+// readBlocks fills span with the verified body blocks [b0,b1) of data
+// shard shard of segio: read from its drive, or rebuilt from the others
+// when the drive is failed, busy writing or its data is bad.
+func (r *Reader) readBlocks(ctx context.Context, lay Layout, segio, shard int, b0, b1 int64, span []byte) ([]BadUnit, error) {
 	m := lay.Members[shard]
 	skip := r.d.Failed(m.Drive)
 	busy := !skip && !r.opts.ReadBusy && r.d.Busy(m.Drive) && r.enc != nil
@@ -156,28 +217,21 @@ func (r *Reader) readPiece(ctx context.Context, lay Layout, segio, shard int, in
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: fmt.Errorf("drive marked failed: %w", backend.ErrFailed)})
 	}
 	if !skip && !busy {
-		bp := r.getBuf()
-		data, _, err := r.readUnit(ctx, lay, segio, shard, b0, b1, *bp)
+		_, _, err := r.readUnit(ctx, lay, segio, shard, b0, b1, span)
 		if err == nil {
-			copy(out, data[in-b0*BlockSize:])
-			r.putBuf(bp)
 			return nil, nil
 		}
-		r.putBuf(bp)
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: err})
 	}
 	if busy {
 		r.Stats.BusyAvoided.Add(1)
 	}
-	more, err := r.rebuild(ctx, lay, segio, shard, b0, b1, in, out, bad)
+	more, err := r.rebuild(ctx, lay, segio, shard, b0, b1, span, bad)
 	bad = append(bad, more...)
 	if err != nil && busy {
 		// Rebuilding failed; the busy drive is still worth a try.
-		bp := r.getBuf()
-		defer r.putBuf(bp)
-		data, _, err2 := r.readUnit(ctx, lay, segio, shard, b0, b1, *bp)
+		_, _, err2 := r.readUnit(ctx, lay, segio, shard, b0, b1, span)
 		if err2 == nil {
-			copy(out, data[in-b0*BlockSize:])
 			return bad, nil
 		}
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: err2})
@@ -187,9 +241,9 @@ func (r *Reader) readPiece(ctx context.Context, lay Layout, segio, shard int, in
 	return bad, err
 }
 
-// rebuild reconstructs blocks [b0,b1) of shard want from other units.
-// known lists units already found bad (for the error).
-func (r *Reader) rebuild(ctx context.Context, lay Layout, segio, want int, b0, b1, in int64, out []byte, known []BadUnit) ([]BadUnit, error) {
+// rebuild reconstructs blocks [b0,b1) of shard want from other units into
+// span. known lists units already found bad (for the error).
+func (r *Reader) rebuild(ctx context.Context, lay Layout, segio, want int, b0, b1 int64, span []byte, known []BadUnit) ([]BadUnit, error) {
 	g := r.d.Geometry
 	if r.enc == nil {
 		return nil, &ReadError{Segment: lay.Segment, Segio: segio, Bad: known}
@@ -294,7 +348,7 @@ func (r *Reader) rebuild(ctx context.Context, lay Layout, segio, want int, b0, b
 		all := append(slices.Clone(known), bad...)
 		return bad, fmt.Errorf("%w (%v)", &ReadError{Segment: lay.Segment, Segio: segio, Bad: all}, err)
 	}
-	copy(out, shards[want][in-b0*BlockSize:])
+	copy(span, shards[want])
 	return bad, nil
 }
 

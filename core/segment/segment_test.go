@@ -226,6 +226,25 @@ func TestWriteRead(t *testing.T) {
 							t.Fatalf("read %v: drive %d reported bad: %v", it.a, b.Drive, b.Err)
 						}
 					}
+					// ReadBlocks of the whole item and of a random part.
+					from := rng.IntN(int(it.a.Length))
+					to := from + 1 + rng.IntN(int(it.a.Length)-from)
+					for _, part := range [][2]int{{0, int(it.a.Length)}, {from, to}} {
+						off, n := it.a.Offset+int64(part[0]), part[1]-part[0]
+						span := backend.AlignedBuffer(SpanBytes(off, n))
+						data, bad, err := rd.ReadBlocks(ctx, r.layout(it.a.Segment), off, n, span)
+						if err != nil {
+							t.Fatalf("ReadBlocks %v [%d,%d): %v", it.a, part[0], part[1], err)
+						}
+						if !bytes.Equal(data, it.data[part[0]:part[1]]) {
+							t.Fatalf("ReadBlocks %v [%d,%d): wrong data", it.a, part[0], part[1])
+						}
+						for _, b := range bad {
+							if !wantBad[b.Drive] {
+								t.Fatalf("ReadBlocks %v: drive %d reported bad: %v", it.a, b.Drive, b.Err)
+							}
+						}
+					}
 				}
 			}
 			check(nil)
@@ -340,7 +359,15 @@ func TestCorruption(t *testing.T) {
 			restore = append(restore, r.devs[m.Drive])
 		}
 		buf := make([]byte, it.a.Length)
-		bad, err := rd.ReadAt(ctx, lay, buf, it.a.Offset)
+		var bad []BadUnit
+		if round%2 == 0 {
+			bad, err = rd.ReadAt(ctx, lay, buf, it.a.Offset)
+		} else {
+			var data []byte
+			span := backend.AlignedBuffer(SpanBytes(it.a.Offset, len(buf)))
+			data, bad, err = rd.ReadBlocks(ctx, lay, it.a.Offset, len(buf), span)
+			copy(buf, data)
+		}
 		if err != nil {
 			t.Fatalf("round %d: read %v: %v", round, it.a, err)
 		}

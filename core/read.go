@@ -4,18 +4,94 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"sync"
+	"sync/atomic"
 
+	"github.com/shalestore/shale/backend"
 	"github.com/shalestore/shale/core/cblock"
 	"github.com/shalestore/shale/core/pyramid"
 	"github.com/shalestore/shale/core/segment"
 )
 
-// cachedCblock is a decompressed cblock in the cache. The address is kept
-// to tell a cache-key collision from a hit.
+// cachedCblock is a cblock's logical bytes in the cache, kept in a pooled
+// buffer that goes back to its pool when the last user lets go. The
+// address is kept to tell a cache-key collision from a hit.
+//
+// INVARIANT: refs counts the users of buf: the cache holds one from Set
+// until ristretto hands the entry to OnExit (evicted, rejected, replaced
+// or deleted), and each reader one from acquire to release. Once refs is
+// 0 buf belongs to its pool again and acquire fails for good (entries are
+// never reused), so a reader that got the entry from the cache just as it
+// left sees a miss, never a recycled buffer.
 type cachedCblock struct {
 	addr segment.Addr
-	data []byte
+	data []byte // the logical bytes, a slice of buf
+	buf  []byte // the pooled buffer: from getSpan if span, else getBuf
+	span bool
+	refs atomic.Int32
+}
+
+// acquire takes a reference for a reader; false if the entry has already
+// left the cache and its buffer is gone.
+func (c *cachedCblock) acquire() bool {
+	for {
+		r := c.refs.Load()
+		if r <= 0 {
+			return false
+		}
+		if c.refs.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference; the last one returns the buffer.
+func (c *cachedCblock) release() {
+	if c.refs.Add(-1) != 0 {
+		return
+	}
+	if c.span {
+		putSpan(c.buf)
+	} else {
+		putBuf(c.buf)
+	}
+}
+
+// onCacheExit is the cblock cache's OnExit: the cache's reference ends.
+func onCacheExit(c *cachedCblock) {
+	if c != nil {
+		c.release()
+	}
+}
+
+// cachePut hands buf (holding data, the logical bytes of the cblock at
+// addr) to the cache, which returns it to its pool when done with it. The
+// cost is the buffer's capacity, so the cache's byte bound is the memory
+// it pins.
+func (a *Array) cachePut(addr segment.Addr, data, buf []byte, span bool) {
+	c := &cachedCblock{addr: addr, data: data, buf: buf, span: span}
+	c.refs.Store(1)
+	if !a.cache.Set(cacheKey(addr), c, int64(cap(buf))) {
+		c.release() // dropped: ristretto never saw it, so no OnExit
+	}
+}
+
+// spanBytes is the size of the aligned buffers the read path reads
+// encoded cblocks into: the whole 4 KiB blocks under a cblock of
+// MaxEncoded bytes at any offset (10 blocks), which also fits the header
+// block plus the blocks of any part of a cblock (1 + 9).
+const spanBytes = 10 * segment.BlockSize
+
+var spanPool = sync.Pool{New: func() any { b := backend.AlignedBuffer(spanBytes); return &b }}
+
+func getSpan() []byte { return *spanPool.Get().(*[]byte) }
+
+func putSpan(b []byte) {
+	b = b[:cap(b)]
+	if len(b) != spanBytes {
+		return
+	}
+	spanPool.Put(&b)
 }
 
 func cacheKey(a segment.Addr) uint64 {
@@ -132,46 +208,174 @@ func metaErr(err error) error {
 // from the cache of decompressed cblocks, the pending (not yet durable)
 // copy, or the store (which rebuilds from parity when drives are missing
 // or corrupt).
+//
+// What verifies the bytes returned: a cache hit returns bytes verified
+// when they entered the cache; a pending cblock and a compressed one are
+// decoded whole and checked against the cblock's crc32c; a raw cblock
+// read from healthy drives (whole or, for a read of part of it, only the
+// blocks under that part and its header) is checked by the segment
+// layer's crc32c of every 4 KiB block read; a raw cblock any of whose
+// units needed a rebuild from parity is read whole and checked against
+// the cblock's crc32c as well.
 func (a *Array) readRun(ctx context.Context, t []uint64, dst []byte) error {
 	addr := segment.Addr{Segment: segment.ID(t[pyramid.BMSegment]), Offset: int64(t[pyramid.BMOffset]), Length: int32(t[pyramid.BMCLen])}
-	from := t[pyramid.BMSector] * SectorSize
-	to := from + uint64(len(dst))
-	key := cacheKey(addr)
-	if c, ok := a.cache.Get(key); ok && c.addr == addr && to <= uint64(len(c.data)) {
-		a.stats.cacheHits.Add(1)
-		copy(dst, c.data[from:to])
-		return nil
+	from := int(t[pyramid.BMSector] * SectorSize)
+	to := from + len(dst)
+	if c, ok := a.cache.Get(cacheKey(addr)); ok && c.acquire() {
+		hit := c.addr == addr && to <= len(c.data)
+		if hit {
+			copy(dst, c.data[from:to])
+		}
+		c.release()
+		if hit {
+			a.stats.cacheHits.Add(1)
+			return nil
+		}
 	}
 	a.stats.cacheMisses.Add(1)
-	if addr.Length <= 0 || addr.Length > cblock.MaxEncoded {
+	if addr.Length <= cblock.HeaderSize || addr.Length > cblock.MaxEncoded {
 		return fmt.Errorf("%w: block map names a cblock of %d bytes at %v", ErrIO, addr.Length, addr)
 	}
 	scratch := getBuf(cblock.MaxLogical)
-	defer putBuf(scratch)
 	n, found, err := a.pend.decode(addr, scratch)
-	if !found {
-		enc := getBuf(int(addr.Length))
-		var bad []segment.BadUnit
-		bad, err = a.st.Read(ctx, addr, enc)
-		if len(bad) > 0 {
-			a.stats.degradedReads.Add(1)
+	if found {
+		if err != nil {
+			putBuf(scratch)
+			return fmt.Errorf("%w: cblock %v: %w", ErrIO, addr, err)
 		}
-		if err == nil {
-			n, err = cblock.Decode(scratch, enc)
+		return a.finishRun(addr, scratch[:n], scratch, false, from, dst)
+	}
+	putBuf(scratch)
+	if raw := int(addr.Length) - cblock.HeaderSize; raw%SectorSize == 0 && to <= raw && to-from < raw && !a.partSeen.again(cacheKey(addr)) {
+		// Part of what may be a raw cblock of raw/512 sectors (or a
+		// compressed one of more: the header tells), not read in part
+		// lately: read only that part. The second part read of a cblock
+		// within a while reads it whole and caches it, so a hot set still
+		// ends up in the cache while uniform random reads of a large
+		// volume, which the cache would not help, stay cheap.
+		if ok := a.readRawPart(ctx, addr, from, dst); ok {
+			a.stats.partReads.Add(1)
+			return nil
 		}
-		putBuf(enc)
+	}
+	span := getSpan()
+	enc, bad, err := a.st.ReadBlocks(ctx, addr.Segment, addr.Offset, int(addr.Length), span)
+	if len(bad) > 0 {
+		a.stats.degradedReads.Add(1)
 	}
 	if err != nil {
+		putSpan(span)
 		return fmt.Errorf("%w: cblock %v: %w", ErrIO, addr, err)
 	}
-	if to > uint64(n) {
-		return fmt.Errorf("%w: block map reads sectors %d..%d of a cblock of %d bytes at %v", ErrIO, from/SectorSize, to/SectorSize, n, addr)
+	if h, err := cblock.ParseHeader(enc); err == nil && !h.Compressed && len(bad) == 0 && len(enc) == cblock.HeaderSize+h.Sectors*SectorSize {
+		// Raw, every block verified: the span buffer itself goes to the
+		// cache, no copy.
+		return a.finishRun(addr, enc[cblock.HeaderSize:], span, true, from, dst)
 	}
-	copy(dst, scratch[from:to])
-	// The cache keeps its own copy, exactly the cblock's size, so its
-	// byte bound is the memory it holds.
-	a.cache.Set(key, &cachedCblock{addr: addr, data: slices.Clone(scratch[:n])}, int64(n))
+	scratch = getBuf(cblock.MaxLogical)
+	n, err = cblock.Decode(scratch, enc)
+	putSpan(span)
+	if err != nil {
+		putBuf(scratch)
+		return fmt.Errorf("%w: cblock %v: %w", ErrIO, addr, err)
+	}
+	return a.finishRun(addr, scratch[:n], scratch, false, from, dst)
+}
+
+// finishRun copies dst from the logical bytes of the cblock at addr and
+// hands their buffer to the cache.
+func (a *Array) finishRun(addr segment.Addr, logical, buf []byte, span bool, from int, dst []byte) error {
+	if to := from + len(dst); to > len(logical) {
+		if span {
+			putSpan(buf)
+		} else {
+			putBuf(buf)
+		}
+		return fmt.Errorf("%w: block map reads sectors %d..%d of a cblock of %d bytes at %v", ErrIO, from/SectorSize, to/SectorSize, len(logical), addr)
+	}
+	copy(dst, logical[from:])
+	a.cachePut(addr, logical, buf, span)
 	return nil
+}
+
+// seenSet is a direct-mapped table of recently seen cache keys, lossy
+// by design: a key is forgotten when another key lands in its slot, so
+// "seen again" means seen again within about len(slots) other keys.
+type seenSet struct {
+	slots []atomic.Uint64
+	shift uint
+}
+
+// init sizes s to the power of two at or above n slots (at least 1024):
+// about as many as the cache holds cblocks.
+func (s *seenSet) init(n int64) {
+	bits := uint(10)
+	for int64(1)<<bits < n && bits < 24 {
+		bits++
+	}
+	s.slots = make([]atomic.Uint64, 1<<bits)
+	s.shift = 64 - bits
+}
+
+// again reports whether key is in s, and records it if not; a key found
+// is dropped (it goes to the cache now).
+func (s *seenSet) again(key uint64) bool {
+	v := key | 1<<63 // never 0, the empty slot
+	slot := &s.slots[(key*0x9e3779b97f4a7c15)>>s.shift]
+	if slot.Load() == v {
+		slot.Store(0)
+		return true
+	}
+	slot.Store(v)
+	return false
+}
+
+// rawPartNearBlocks: when the blocks of the part read start at most this
+// many blocks after the cblock's header block, one read covers both;
+// farther, the header block is read on its own.
+const rawPartNearBlocks = 1
+
+// readRawPart serves a read of logical bytes [from, from+len(dst)) of the
+// durable cblock at addr if it is raw: it reads the header and only the
+// blocks under those bytes, whose block checksums the segment reader
+// verifies. The cache is not filled (it holds whole cblocks only). It
+// returns false, dst's contents unspecified, when the cblock is not raw
+// after all, or a unit needed a rebuild from parity (so the caller reads
+// the whole cblock and checks its crc too), or anything failed (the
+// caller's whole read reports it).
+func (a *Array) readRawPart(ctx context.Context, addr segment.Addr, from int, dst []byte) bool {
+	span := getSpan()
+	defer putSpan(span)
+	hdrOff := addr.Offset
+	dataOff := addr.Offset + cblock.HeaderSize + int64(from)
+	var hdr, data []byte
+	var bad []segment.BadUnit
+	if dataOff/segment.BlockSize-hdrOff/segment.BlockSize <= rawPartNearBlocks {
+		b, bad1, err := a.st.ReadBlocks(ctx, addr.Segment, hdrOff, int(dataOff-hdrOff)+len(dst), span)
+		if err != nil {
+			return false
+		}
+		hdr, data, bad = b[:cblock.HeaderSize+1], b[dataOff-hdrOff:], bad1
+	} else {
+		h, bad1, err := a.st.ReadBlocks(ctx, addr.Segment, hdrOff, cblock.HeaderSize+1, span[:segment.BlockSize])
+		if err != nil {
+			return false
+		}
+		d, bad2, err := a.st.ReadBlocks(ctx, addr.Segment, dataOff, len(dst), span[segment.BlockSize:])
+		if err != nil {
+			return false
+		}
+		hdr, data, bad = h, d, append(bad1, bad2...)
+	}
+	if len(bad) > 0 {
+		return false
+	}
+	h, err := cblock.ParseHeader(hdr)
+	if err != nil || h.Compressed || cblock.HeaderSize+h.Sectors*SectorSize != int(addr.Length) {
+		return false
+	}
+	copy(dst, data)
+	return true
 }
 
 // Extents appends to dst the status of a prefix of [off, off+length)

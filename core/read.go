@@ -138,62 +138,109 @@ func (a *Array) readMedium(ctx context.Context, m, lba uint64, p []byte, depth i
 	if depth > maxChainDepth {
 		return fmt.Errorf("%w: medium chain deeper than %d at medium %d", ErrIO, maxChainDepth, m)
 	}
+	r := getMediumRead(a, ctx, m, lba, p, depth)
+	defer putMediumRead(r)
 	n := uint64(len(p) / SectorSize)
-	cur := lba
-	sub := func(from, to uint64) []byte { return p[(from-lba)*SectorSize : (to-lba)*SectorSize] }
-	err := a.bm.Resolve(ctx, []uint64{m}, lba, n, pyramid.ReadOptions{}, func(t []uint64) error {
-		start, l := t[pyramid.BMLBA], t[pyramid.BMLen]
-		if start > cur {
-			if err := a.readBelow(ctx, m, cur, sub(cur, start), depth); err != nil {
-				return err
-			}
-		}
-		dst := sub(start, start+l)
-		switch t[pyramid.BMKind] {
-		case pyramid.KindData, pyramid.KindDup:
-			if err := a.readRun(ctx, t, dst); err != nil {
-				return err
-			}
-		case pyramid.KindZero, kindHole:
-			clear(dst)
-		default:
-			return fmt.Errorf("%w: block map of medium %d at %d: kind %d", ErrIO, m, start, t[pyramid.BMKind])
-		}
-		cur = start + l
-		return nil
-	})
-	if err != nil {
+	if err := a.bm.Resolve(ctx, r.prefix[:], lba, n, pyramid.ReadOptions{}, r.onBM); err != nil {
 		return metaErr(err)
 	}
-	if cur < lba+n {
-		return a.readBelow(ctx, m, cur, sub(cur, lba+n), depth)
+	if r.cur < lba+n {
+		return a.readBelow(ctx, m, r.cur, r.sub(r.cur, lba+n), depth)
 	}
+	return nil
+}
+
+// mediumRead is the state of one readMedium or readBelow call, pooled with
+// its callbacks bound once, so a read allocates no closures.
+type mediumRead struct {
+	a      *Array
+	ctx    context.Context
+	prefix [1]uint64 // the medium
+	lba    uint64    // p's first sector
+	cur    uint64    // the next sector not yet filled
+	p      []byte
+	depth  int
+	onBM   func(t []uint64) error // r.blockMapRun
+	onMT   func(t []uint64) error // r.mediumTableRun
+}
+
+var mediumReads sync.Pool
+
+func init() {
+	// Set here: the callbacks read through readMedium, which uses the pool.
+	mediumReads.New = func() any {
+		r := &mediumRead{}
+		r.onBM, r.onMT = r.blockMapRun, r.mediumTableRun
+		return r
+	}
+}
+
+func getMediumRead(a *Array, ctx context.Context, m, lba uint64, p []byte, depth int) *mediumRead {
+	r := mediumReads.Get().(*mediumRead)
+	r.a, r.ctx, r.prefix[0], r.lba, r.cur, r.p, r.depth = a, ctx, m, lba, lba, p, depth
+	return r
+}
+
+func putMediumRead(r *mediumRead) {
+	r.a, r.ctx, r.p = nil, nil, nil
+	mediumReads.Put(r)
+}
+
+// sub is the part of p holding sectors [from, to).
+func (r *mediumRead) sub(from, to uint64) []byte {
+	return r.p[(from-r.lba)*SectorSize : (to-r.lba)*SectorSize]
+}
+
+// blockMapRun fills the sectors a block-map tuple maps, and those before
+// it that the block map does not map from below.
+func (r *mediumRead) blockMapRun(t []uint64) error {
+	start, l := t[pyramid.BMLBA], t[pyramid.BMLen]
+	if start > r.cur {
+		if err := r.a.readBelow(r.ctx, r.prefix[0], r.cur, r.sub(r.cur, start), r.depth); err != nil {
+			return err
+		}
+	}
+	dst := r.sub(start, start+l)
+	switch t[pyramid.BMKind] {
+	case pyramid.KindData, pyramid.KindDup:
+		if err := r.a.readRun(r.ctx, t, dst); err != nil {
+			return err
+		}
+	case pyramid.KindZero, kindHole:
+		clear(dst)
+	default:
+		return fmt.Errorf("%w: block map of medium %d at %d: kind %d", ErrIO, r.prefix[0], start, t[pyramid.BMKind])
+	}
+	r.cur = start + l
 	return nil
 }
 
 // readBelow fills p with sectors of medium m that m's block map does not
 // map: from the underlying medium the medium table names, or zeros.
 func (a *Array) readBelow(ctx context.Context, m, lba uint64, p []byte, depth int) error {
+	r := getMediumRead(a, ctx, m, lba, p, depth)
+	defer putMediumRead(r)
 	n := uint64(len(p) / SectorSize)
-	cur := lba
-	sub := func(from, to uint64) []byte { return p[(from-lba)*SectorSize : (to-lba)*SectorSize] }
-	err := a.mt.Resolve(ctx, []uint64{m}, lba, n, pyramid.ReadOptions{}, func(t []uint64) error {
-		start, l := t[pyramid.MTStart], t[pyramid.MTLen]
-		clear(sub(cur, start))
-		if target := t[pyramid.MTTarget]; target != 0 {
-			if err := a.readMedium(ctx, target, t[pyramid.MTTargetOffset], sub(start, start+l), depth+1); err != nil {
-				return err
-			}
-		} else {
-			clear(sub(start, start+l))
-		}
-		cur = start + l
-		return nil
-	})
-	if err != nil {
+	if err := a.mt.Resolve(ctx, r.prefix[:], lba, n, pyramid.ReadOptions{}, r.onMT); err != nil {
 		return metaErr(err)
 	}
-	clear(sub(cur, lba+n))
+	clear(r.sub(r.cur, lba+n))
+	return nil
+}
+
+// mediumTableRun fills the sectors a medium-table tuple maps (from the
+// target medium, or zeros) and zeroes those before it.
+func (r *mediumRead) mediumTableRun(t []uint64) error {
+	start, l := t[pyramid.MTStart], t[pyramid.MTLen]
+	clear(r.sub(r.cur, start))
+	if target := t[pyramid.MTTarget]; target != 0 {
+		if err := r.a.readMedium(r.ctx, target, t[pyramid.MTTargetOffset], r.sub(start, start+l), r.depth+1); err != nil {
+			return err
+		}
+	} else {
+		clear(r.sub(start, start+l))
+	}
+	r.cur = start + l
 	return nil
 }
 

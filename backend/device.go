@@ -108,21 +108,6 @@ type Device interface {
 // alignment of buffers from AlignedBuffer.
 const MaxAlignment = 4096
 
-// AlignedBuffer returns a zeroed buffer of n bytes whose address is a
-// multiple of MaxAlignment, usable with every device including those that do
-// direct I/O.
-func AlignedBuffer(n int) []byte {
-	if n == 0 {
-		return []byte{}
-	}
-	raw := make([]byte, n+MaxAlignment)
-	shift := 0
-	if r := int(uintptr(unsafe.Pointer(&raw[0])) & (MaxAlignment - 1)); r != 0 {
-		shift = MaxAlignment - r
-	}
-	return raw[shift : shift+n : shift+n]
-}
-
 // IsAligned reports whether buf starts at an address that is a multiple of
 // align (a power of two).
 func IsAligned(buf []byte, align int) bool {

@@ -19,6 +19,8 @@
 #   PEERBENCH_SIZE     export size (default 4G)
 #   PEERBENCH_JOBS / PEERBENCH_PEERS  narrow the run (default: all six jobs, all peers)
 #   SHALE_DRIVE_SIZE   size of each of the 9 drive files (default 1G)
+#   SHALE_DRIVE_OPTIONS  extra keys for each drive, e.g. "direct: auto"
+#                      (default none: the drives' defaults)
 #   SHALE_BENCH_CPUPROFILE=1  a Go CPU profile per shale run in
 #                      $PEERBENCH_OUT/profiles/ (go tool pprof -top FILE)
 #   Any other PEERBENCH_* knob (see peerbench's README) passes through,
@@ -43,6 +45,7 @@ export PEERBENCH_OUT=${PEERBENCH_OUT:-/tmp/shale-engine-bench}
 export PEERBENCH_ROUNDS=${PEERBENCH_ROUNDS:-3}
 export PEERBENCH_SIZE=${PEERBENCH_SIZE:-4G}
 export SHALE_DRIVE_SIZE=${SHALE_DRIVE_SIZE:-1G}
+export SHALE_DRIVE_OPTIONS=${SHALE_DRIVE_OPTIONS:-}
 export PEERBENCH_PEERS=${PEERBENCH_PEERS:-"nbdkit-file nbd-server qemu-nbd-raw extra"}
 export PEERBENCH_JOBS=${PEERBENCH_JOBS:-"randwrite4k-qd32 randread4k-qd32 randrw32k-qd16 seqwrite1m-qd8 seqread1m-qd8 randwrite4k-qd1"}
 
@@ -64,7 +67,7 @@ dir=$(pwd)
   printf 'listen: 127.0.0.1:%s\ndata_dir: %s/data\nlog: {level: warn}\n' "$1" "$dir"
   printf 'geometry: {data: 7, parity: 2}\ndrives:\n'
   for i in 0 1 2 3 4 5 6 7 8; do
-    printf '  - {backend: file, path: %s/drive-%d.img, size: %s}\n' "$dir" "$i" "$SHALE_DRIVE_SIZE"
+    printf '  - {backend: file, path: %s/drive-%d.img, size: %s%s}\n' "$dir" "$i" "$SHALE_DRIVE_SIZE" "${SHALE_DRIVE_OPTIONS:+, $SHALE_DRIVE_OPTIONS}"
   done
   printf 'nvram: {backend: file, path: %s/nvram.img, size: 256M, direct: auto, preallocate: true}\n' "$dir"
   printf 'volumes:\n  - {name: "%s", size: %s}\n' "$2" "$3"

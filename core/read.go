@@ -144,6 +144,9 @@ func (a *Array) readMedium(ctx context.Context, m, lba uint64, p []byte, depth i
 	if err := a.bm.Resolve(ctx, r.prefix[:], lba, n, pyramid.ReadOptions{}, r.onBM); err != nil {
 		return metaErr(err)
 	}
+	if err := r.flushBatch(); err != nil {
+		return err
+	}
 	if r.cur < lba+n {
 		return a.readBelow(ctx, m, r.cur, r.sub(r.cur, lba+n), depth)
 	}
@@ -162,6 +165,115 @@ type mediumRead struct {
 	depth  int
 	onBM   func(t []uint64) error // r.blockMapRun
 	onMT   func(t []uint64) error // r.mediumTableRun
+	batch  runBatch
+}
+
+// Sequential reads: the whole cblocks one read needs that lie back to back
+// in a segment (as a sequential write leaves them) are read with one
+// ReadBlocks, up to these bounds.
+const (
+	maxBatchCblocks = 64
+	maxBatchBytes   = 1 << 20 // encoded bytes
+	// batchBufBytes holds the blocks under maxBatchBytes at any offset.
+	batchBufBytes = maxBatchBytes + 2*segment.BlockSize
+)
+
+// runBatch is a run of whole cblocks, adjacent in one segment, waiting to
+// be read together.
+type runBatch struct {
+	items      [maxBatchCblocks]batchItem
+	n          int
+	seg        segment.ID
+	start, end int64 // the encoded bytes [start, end) of seg
+}
+
+type batchItem struct {
+	addr segment.Addr
+	dst  []byte
+}
+
+var batchBufs = sync.Pool{New: func() any { b := backend.AlignedBuffer(batchBufBytes); return &b }}
+
+// batchRun takes a KindData tuple that reads a whole cblock that may be
+// raw (its stored length is the header plus what is read): from the cache
+// or the pending copy at once, else into the batch (after flushing the
+// batch if the cblock does not extend it). false: not such a tuple, the
+// caller reads it alone.
+func (r *mediumRead) batchRun(t []uint64, dst []byte) (bool, error) {
+	addr := runAddr(t)
+	if t[pyramid.BMSector] != 0 || int(addr.Length) != cblock.HeaderSize+len(dst) {
+		return false, nil
+	}
+	a := r.a
+	if a.cacheRead(addr, 0, dst) {
+		return true, nil
+	}
+	if _, found, _ := a.pend.decode(addr, dst); found {
+		// Not durable yet (readCblock decodes it again, into a buffer
+		// that surely fits, and caches it).
+		return false, nil
+	}
+	a.stats.cacheMisses.Add(1)
+	b := &r.batch
+	if b.n > 0 && (b.seg != addr.Segment || b.end != addr.Offset || b.n == maxBatchCblocks || addr.Offset+int64(addr.Length)-b.start > maxBatchBytes) {
+		if err := r.flushBatch(); err != nil {
+			return true, err
+		}
+	}
+	if b.n == 0 {
+		b.seg, b.start, b.end = addr.Segment, addr.Offset, addr.Offset
+	}
+	b.items[b.n] = batchItem{addr: addr, dst: dst}
+	b.n++
+	b.end += int64(addr.Length)
+	return true, nil
+}
+
+// flushBatch reads the batched cblocks with one segment read and fills
+// their destinations: raw ones from healthy drives checked by the block
+// checksums, others (or all, when a unit needed a rebuild) decoded and
+// checked against their cblock crc; one that is not what the tuple
+// suggested (compressed, other size) is read alone. The batch does not
+// fill the cache: a sequential scan would only push out what is hot.
+func (r *mediumRead) flushBatch() error {
+	b := &r.batch
+	if b.n == 0 {
+		return nil
+	}
+	defer func() {
+		clear(b.items[:b.n])
+		b.n = 0
+	}()
+	a := r.a
+	if b.n == 1 {
+		it := b.items[0]
+		a.stats.cacheMisses.Add(-1) // readCblock counts it again
+		return a.readCblock(r.ctx, it.addr, 0, it.dst)
+	}
+	bp := batchBufs.Get().(*[]byte)
+	defer batchBufs.Put(bp)
+	a.stats.batchReads.Add(1)
+	data, bad, err := a.st.ReadBlocks(r.ctx, b.seg, b.start, int(b.end-b.start), *bp)
+	if len(bad) > 0 {
+		a.stats.degradedReads.Add(1)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: cblocks %d..%d of segment %d: %w", ErrIO, b.start, b.end, b.seg, err)
+	}
+	for _, it := range b.items[:b.n] {
+		enc := data[it.addr.Offset-b.start:][:it.addr.Length]
+		if h, err := cblock.ParseHeader(enc); err == nil && !h.Compressed && len(bad) == 0 && h.Sectors*SectorSize == len(it.dst) {
+			copy(it.dst, enc[cblock.HeaderSize:])
+			continue
+		}
+		if n, err := cblock.Decode(it.dst, enc); err == nil && n == len(it.dst) {
+			continue
+		}
+		if err := a.readCblock(r.ctx, it.addr, 0, it.dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var mediumReads sync.Pool
@@ -182,6 +294,9 @@ func getMediumRead(a *Array, ctx context.Context, m, lba uint64, p []byte, depth
 }
 
 func putMediumRead(r *mediumRead) {
+	// A read that failed may leave a batch behind: drop it.
+	clear(r.batch.items[:r.batch.n])
+	r.batch.n = 0
 	r.a, r.ctx, r.p = nil, nil, nil
 	mediumReads.Put(r)
 }
@@ -203,6 +318,12 @@ func (r *mediumRead) blockMapRun(t []uint64) error {
 	dst := r.sub(start, start+l)
 	switch t[pyramid.BMKind] {
 	case pyramid.KindData, pyramid.KindDup:
+		if t[pyramid.BMKind] == pyramid.KindData {
+			if ok, err := r.batchRun(t, dst); ok || err != nil {
+				r.cur = start + l
+				return err
+			}
+		}
 		if err := r.a.readRun(r.ctx, t, dst); err != nil {
 			return err
 		}
@@ -265,19 +386,38 @@ func metaErr(err error) error {
 // units needed a rebuild from parity is read whole and checked against
 // the cblock's crc32c as well.
 func (a *Array) readRun(ctx context.Context, t []uint64, dst []byte) error {
-	addr := segment.Addr{Segment: segment.ID(t[pyramid.BMSegment]), Offset: int64(t[pyramid.BMOffset]), Length: int32(t[pyramid.BMCLen])}
-	from := int(t[pyramid.BMSector] * SectorSize)
+	return a.readCblock(ctx, runAddr(t), int(t[pyramid.BMSector]*SectorSize), dst)
+}
+
+// runAddr is the address of the cblock a KindData or KindDup tuple names.
+func runAddr(t []uint64) segment.Addr {
+	return segment.Addr{Segment: segment.ID(t[pyramid.BMSegment]), Offset: int64(t[pyramid.BMOffset]), Length: int32(t[pyramid.BMCLen])}
+}
+
+// cacheRead fills dst from logical bytes [from, from+len(dst)) of the
+// cblock at addr if the cache has it.
+func (a *Array) cacheRead(addr segment.Addr, from int, dst []byte) bool {
+	c, ok := a.cache.Get(cacheKey(addr))
+	if !ok || !c.acquire() {
+		return false
+	}
+	hit := c.addr == addr && from+len(dst) <= len(c.data)
+	if hit {
+		copy(dst, c.data[from:])
+	}
+	c.release()
+	if hit {
+		a.stats.cacheHits.Add(1)
+	}
+	return hit
+}
+
+// readCblock fills dst with logical bytes [from, from+len(dst)) of the
+// cblock at addr (readRun's work).
+func (a *Array) readCblock(ctx context.Context, addr segment.Addr, from int, dst []byte) error {
 	to := from + len(dst)
-	if c, ok := a.cache.Get(cacheKey(addr)); ok && c.acquire() {
-		hit := c.addr == addr && to <= len(c.data)
-		if hit {
-			copy(dst, c.data[from:to])
-		}
-		c.release()
-		if hit {
-			a.stats.cacheHits.Add(1)
-			return nil
-		}
+	if a.cacheRead(addr, from, dst) {
+		return nil
 	}
 	a.stats.cacheMisses.Add(1)
 	if addr.Length <= cblock.HeaderSize || addr.Length > cblock.MaxEncoded {

@@ -72,7 +72,7 @@ func TestReadParts(t *testing.T) {
 				e.drives[d].AddFault(f)
 			}
 			v := e.volume("vol")
-			sizes := []int{512, 4096, 8192, 12288, 32768, 65536}
+			sizes := []int{512, 4096, 8192, 12288, 32768, 65536, 256 << 10, 1 << 20}
 			type read struct{ off, n int }
 			var done []read
 			for i := range 600 {
@@ -99,9 +99,12 @@ func TestReadParts(t *testing.T) {
 				}
 			}
 			c := e.a.Stats().Counters
-			t.Logf("partial %d, hits %d, misses %d, degraded %d", c["partial_reads"], c["cache_hits"], c["cache_misses"], c["degraded_reads"])
+			t.Logf("partial %d, batched %d, hits %d, misses %d, degraded %d", c["partial_reads"], c["batched_reads"], c["cache_hits"], c["cache_misses"], c["degraded_reads"])
 			if c["partial_reads"] == 0 {
 				t.Error("no read of part of a raw cblock took the partial path")
+			}
+			if c["batched_reads"] == 0 {
+				t.Error("no read of adjacent whole cblocks was batched")
 			}
 			if c["cache_hits"] == 0 {
 				t.Error("no cache hit on reads repeated")

@@ -18,6 +18,7 @@ type counters struct {
 	segiosFlushed, nvramTrims, noSpace    atomic.Int64
 	forcedFlushes, maintErrors            atomic.Int64
 	partReads                             atomic.Int64 // reads of part of a raw cblock
+	batchReads                            atomic.Int64 // segment reads of several adjacent cblocks
 }
 
 // Stats returns the array's figures.
@@ -101,7 +102,7 @@ func (a *Array) Stats() Stats {
 		"cache_hits": c.cacheHits.Load(), "cache_misses": c.cacheMisses.Load(), "degraded_reads": c.degradedReads.Load(),
 		"segios_flushed": c.segiosFlushed.Load(), "nvram_trims": c.nvramTrims.Load(), "no_space_errors": c.noSpace.Load(),
 		"forced_flushes": c.forcedFlushes.Load(), "maintenance_errors": c.maintErrors.Load(),
-		"partial_reads": c.partReads.Load(),
+		"partial_reads": c.partReads.Load(), "batched_reads": c.batchReads.Load(),
 	} {
 		st.Counters[k] = v
 	}

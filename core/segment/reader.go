@@ -152,7 +152,6 @@ func SpanBytes(off int64, n int) int {
 // ReadBlocks is ReadAt without the copy: it reads the whole blocks that
 // cover the n bytes at off straight into buf, verifies their checksums (or
 // rebuilds them from parity), and returns the n bytes, a slice of buf.
-// When the range spans two write units it falls back to ReadAt into buf.
 // buf must hold SpanBytes(off, n) bytes and start at an address the
 // drives accept for direct I/O (backend.AlignedBuffer, or a subslice of
 // one starting at a multiple of 4096).
@@ -170,24 +169,30 @@ func (r *Reader) ReadBlocks(ctx context.Context, lay Layout, off int64, n int, b
 	if span := SpanBytes(off, n); len(buf) < span {
 		return nil, nil, fmt.Errorf("segment %d: read of %d bytes at %d into a buffer of %d, want %d", lay.Segment, n, off, len(buf), span)
 	}
-	body := g.BodySize()
-	segio := int(off / g.SegioBytes())
-	p := off % g.SegioBytes()
-	shard := int(p / body)
-	in := p % body
-	if in+int64(n) > body {
-		bad, err := r.ReadAt(ctx, lay, buf[:n], off)
-		return buf[:n], bad, err
-	}
 	r.Stats.Reads.Add(1)
 	r.Stats.ReadBytes.Add(int64(n))
-	b0 := in / BlockSize
-	b1 := (in + int64(n) + BlockSize - 1) / BlockSize
-	bad, err = r.readBlocks(ctx, lay, segio, shard, b0, b1, buf[:(b1-b0)*BlockSize])
-	if err != nil {
-		return nil, bad, err
+	// Bodies are whole blocks, so the blocks of consecutive write units
+	// follow each other in buf: each piece lands where it belongs.
+	body := g.BodySize()
+	pos := int64(0)
+	for o, left := off, int64(n); left > 0; {
+		segio := int(o / g.SegioBytes())
+		p := o % g.SegioBytes()
+		shard := int(p / body)
+		in := p % body
+		m := min(left, body-in)
+		b0 := in / BlockSize
+		b1 := (in + m + BlockSize - 1) / BlockSize
+		more, err := r.readBlocks(ctx, lay, segio, shard, b0, b1, buf[pos:pos+(b1-b0)*BlockSize])
+		bad = append(bad, more...)
+		if err != nil {
+			return nil, bad, err
+		}
+		pos += (b1 - b0) * BlockSize
+		o += m
+		left -= m
 	}
-	return buf[in-b0*BlockSize:][:n], bad, nil
+	return buf[off%BlockSize:][:n], bad, nil
 }
 
 // readPiece fills out with body bytes [in, in+len(out)) of data shard

@@ -79,7 +79,8 @@ type Array struct {
 	geo   segment.Geometry
 	pend  pending
 	cache *ristretto.Cache[uint64, *cachedCblock]
-	// partSeen remembers cblocks read in part recently (see readRun).
+	// partSeen remembers cblocks read in part or batched recently (see
+	// readCblock, batchRun).
 	partSeen seenSet
 	// refs keeps inline dedup from referencing segments GC is collecting.
 	refs refGate

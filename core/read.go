@@ -208,6 +208,12 @@ func (r *mediumRead) batchRun(t []uint64, dst []byte) (bool, error) {
 	if a.cacheRead(addr, 0, dst) {
 		return true, nil
 	}
+	if a.partSeen.again(cacheKey(addr)) {
+		// Read (in part or whole) a while ago: read it alone, which
+		// caches it, so a region read over and over ends up in the cache
+		// while a scan of a large volume does not churn it.
+		return false, nil
+	}
 	if _, found, _ := a.pend.decode(addr, dst); found {
 		// Not durable yet (readCblock decodes it again, into a buffer
 		// that surely fits, and caches it).
@@ -234,7 +240,9 @@ func (r *mediumRead) batchRun(t []uint64, dst []byte) (bool, error) {
 // checksums, others (or all, when a unit needed a rebuild) decoded and
 // checked against their cblock crc; one that is not what the tuple
 // suggested (compressed, other size) is read alone. The batch does not
-// fill the cache: a sequential scan would only push out what is hot.
+// fill the cache (a sequential scan would only push out what is hot); a
+// cblock batched twice within a while is read alone and cached instead
+// (batchRun).
 func (r *mediumRead) flushBatch() error {
 	b := &r.batch
 	if b.n == 0 {

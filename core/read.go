@@ -531,9 +531,9 @@ func (s *seenSet) again(key uint64) bool {
 const rawPartNearBlocks = 1
 
 // readRawPart serves a read of logical bytes [from, from+len(dst)) of the
-// durable cblock at addr if it is raw: it reads the header and only the
-// blocks under those bytes, whose block checksums the segment reader
-// verifies. The cache is not filled (it holds whole cblocks only). It
+// durable cblock at addr if it is raw: it reads the header (unless the
+// length alone says raw) and only the blocks under those bytes, whose
+// block checksums the segment reader verifies. The cache is not filled (it holds whole cblocks only). It
 // returns false, dst's contents unspecified, when the cblock is not raw
 // after all, or a unit needed a rebuild from parity (so the caller reads
 // the whole cblock and checks its crc too), or anything failed (the
@@ -543,9 +543,21 @@ func (a *Array) readRawPart(ctx context.Context, addr segment.Addr, from int, ds
 	defer putSpan(span)
 	hdrOff := addr.Offset
 	dataOff := addr.Offset + cblock.HeaderSize + int64(from)
+	near := dataOff/segment.BlockSize-hdrOff/segment.BlockSize <= rawPartNearBlocks
+	if addr.Length == cblock.MaxEncoded && !near {
+		// Only a raw cblock of MaxSectors is MaxEncoded bytes long (a
+		// zstd payload is kept only when shorter than the raw one), so
+		// the header block need not be read.
+		d, bad, err := a.st.ReadBlocks(ctx, addr.Segment, dataOff, len(dst), span)
+		if err != nil || len(bad) > 0 {
+			return false
+		}
+		copy(dst, d)
+		return true
+	}
 	var hdr, data []byte
 	var bad []segment.BadUnit
-	if dataOff/segment.BlockSize-hdrOff/segment.BlockSize <= rawPartNearBlocks {
+	if near {
 		b, bad1, err := a.st.ReadBlocks(ctx, addr.Segment, hdrOff, int(dataOff-hdrOff)+len(dst), span)
 		if err != nil {
 			return false

@@ -261,7 +261,7 @@ func (r *mediumRead) flushBatch() error {
 	bp := batchBufs.Get().(*[]byte)
 	defer batchBufs.Put(bp)
 	a.stats.batchReads.Add(1)
-	data, bad, err := a.st.ReadBlocks(r.ctx, b.seg, b.start, int(b.end-b.start), *bp)
+	data, bad, rebuilt, err := a.st.ReadBlocks(r.ctx, b.seg, b.start, int(b.end-b.start), *bp)
 	if len(bad) > 0 {
 		a.stats.degradedReads.Add(1)
 	}
@@ -270,7 +270,7 @@ func (r *mediumRead) flushBatch() error {
 	}
 	for _, it := range b.items[:b.n] {
 		enc := data[it.addr.Offset-b.start:][:it.addr.Length]
-		if h, err := cblock.ParseHeader(enc); err == nil && !h.Compressed && len(bad) == 0 && h.Sectors*SectorSize == len(it.dst) {
+		if h, err := cblock.ParseHeader(enc); err == nil && !h.Compressed && !rebuilt && h.Sectors*SectorSize == len(it.dst) {
 			copy(it.dst, enc[cblock.HeaderSize:])
 			continue
 		}
@@ -388,11 +388,12 @@ func metaErr(err error) error {
 // What verifies the bytes returned: a cache hit returns bytes verified
 // when they entered the cache; a pending cblock and a compressed one are
 // decoded whole and checked against the cblock's crc32c; a raw cblock
-// read from healthy drives (whole or, for a read of part of it, only the
-// blocks under that part and its header) is checked by the segment
-// layer's crc32c of every 4 KiB block read; a raw cblock any of whose
-// units needed a rebuild from parity is read whole and checked against
-// the cblock's crc32c as well.
+// read straight from its drives (whole, in a batch, or for a read of part
+// of it only the blocks under that part and its header) is checked by the
+// segment layer's crc32c of every 4 KiB block read; a raw cblock any of
+// whose bytes were rebuilt from parity (a bad unit, or a drive busy
+// writing: ReadBlocks says rebuilt) is read whole and checked against the
+// cblock's crc32c.
 func (a *Array) readRun(ctx context.Context, t []uint64, dst []byte) error {
 	return a.readCblock(ctx, runAddr(t), int(t[pyramid.BMSector]*SectorSize), dst)
 }
@@ -454,7 +455,7 @@ func (a *Array) readCblock(ctx context.Context, addr segment.Addr, from int, dst
 		}
 	}
 	span := getSpan()
-	enc, bad, err := a.st.ReadBlocks(ctx, addr.Segment, addr.Offset, int(addr.Length), span)
+	enc, bad, rebuilt, err := a.st.ReadBlocks(ctx, addr.Segment, addr.Offset, int(addr.Length), span)
 	if len(bad) > 0 {
 		a.stats.degradedReads.Add(1)
 	}
@@ -462,7 +463,7 @@ func (a *Array) readCblock(ctx context.Context, addr segment.Addr, from int, dst
 		putSpan(span)
 		return fmt.Errorf("%w: cblock %v: %w", ErrIO, addr, err)
 	}
-	if h, err := cblock.ParseHeader(enc); err == nil && !h.Compressed && len(bad) == 0 && len(enc) == cblock.HeaderSize+h.Sectors*SectorSize {
+	if h, err := cblock.ParseHeader(enc); err == nil && !h.Compressed && !rebuilt && len(enc) == cblock.HeaderSize+h.Sectors*SectorSize {
 		// Raw, every block verified: the span buffer itself goes to the
 		// cache, no copy.
 		return a.finishRun(addr, enc[cblock.HeaderSize:], span, true, from, dst)
@@ -548,34 +549,30 @@ func (a *Array) readRawPart(ctx context.Context, addr segment.Addr, from int, ds
 		// Only a raw cblock of MaxSectors is MaxEncoded bytes long (a
 		// zstd payload is kept only when shorter than the raw one), so
 		// the header block need not be read.
-		d, bad, err := a.st.ReadBlocks(ctx, addr.Segment, dataOff, len(dst), span)
-		if err != nil || len(bad) > 0 {
+		d, _, rebuilt, err := a.st.ReadBlocks(ctx, addr.Segment, dataOff, len(dst), span)
+		if err != nil || rebuilt {
 			return false
 		}
 		copy(dst, d)
 		return true
 	}
 	var hdr, data []byte
-	var bad []segment.BadUnit
 	if near {
-		b, bad1, err := a.st.ReadBlocks(ctx, addr.Segment, hdrOff, int(dataOff-hdrOff)+len(dst), span)
-		if err != nil {
+		b, _, rebuilt, err := a.st.ReadBlocks(ctx, addr.Segment, hdrOff, int(dataOff-hdrOff)+len(dst), span)
+		if err != nil || rebuilt {
 			return false
 		}
-		hdr, data, bad = b[:cblock.HeaderSize+1], b[dataOff-hdrOff:], bad1
+		hdr, data = b[:cblock.HeaderSize+1], b[dataOff-hdrOff:]
 	} else {
-		h, bad1, err := a.st.ReadBlocks(ctx, addr.Segment, hdrOff, cblock.HeaderSize+1, span[:segment.BlockSize])
-		if err != nil {
+		h, _, rebuilt, err := a.st.ReadBlocks(ctx, addr.Segment, hdrOff, cblock.HeaderSize+1, span[:segment.BlockSize])
+		if err != nil || rebuilt {
 			return false
 		}
-		d, bad2, err := a.st.ReadBlocks(ctx, addr.Segment, dataOff, len(dst), span[segment.BlockSize:])
-		if err != nil {
+		d, _, rebuilt, err := a.st.ReadBlocks(ctx, addr.Segment, dataOff, len(dst), span[segment.BlockSize:])
+		if err != nil || rebuilt {
 			return false
 		}
-		hdr, data, bad = h, d, append(bad1, bad2...)
-	}
-	if len(bad) > 0 {
-		return false
+		hdr, data = h, d
 	}
 	h, err := cblock.ParseHeader(hdr)
 	if err != nil || h.Compressed || cblock.HeaderSize+h.Sectors*SectorSize != int(addr.Length) {

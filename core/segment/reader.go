@@ -156,18 +156,22 @@ func SpanBytes(off int64, n int) int {
 // drives accept for direct I/O (backend.AlignedBuffer, or a subslice of
 // one starting at a multiple of 4096).
 //
-// Every byte returned is covered by a block checksum of the write unit it
-// was read from, or was rebuilt from blocks that were.
-func (r *Reader) ReadBlocks(ctx context.Context, lay Layout, off int64, n int, buf []byte) (data []byte, bad []BadUnit, err error) {
+// Every byte returned was read and checked against the block checksum of
+// the write unit it was read from, unless rebuilt is true: then some were
+// reconstructed from parity (a bad unit, or a drive busy writing), from
+// blocks that were checked, but not checked against a checksum of their
+// own, and a caller that promises verified data checks them another way
+// (the cblock's crc).
+func (r *Reader) ReadBlocks(ctx context.Context, lay Layout, off int64, n int, buf []byte) (data []byte, bad []BadUnit, rebuilt bool, err error) {
 	g := r.d.Geometry
 	if err := r.d.CheckLayout(lay); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if off < 0 || n < 0 || off+int64(n) > g.SegmentBytes() {
-		return nil, nil, fmt.Errorf("segment %d: read of %d bytes at %d beyond %d: %w", lay.Segment, n, off, g.SegmentBytes(), backend.ErrOutOfRange)
+		return nil, nil, false, fmt.Errorf("segment %d: read of %d bytes at %d beyond %d: %w", lay.Segment, n, off, g.SegmentBytes(), backend.ErrOutOfRange)
 	}
 	if span := SpanBytes(off, n); len(buf) < span {
-		return nil, nil, fmt.Errorf("segment %d: read of %d bytes at %d into a buffer of %d, want %d", lay.Segment, n, off, len(buf), span)
+		return nil, nil, false, fmt.Errorf("segment %d: read of %d bytes at %d into a buffer of %d, want %d", lay.Segment, n, off, len(buf), span)
 	}
 	r.Stats.Reads.Add(1)
 	r.Stats.ReadBytes.Add(int64(n))
@@ -183,16 +187,17 @@ func (r *Reader) ReadBlocks(ctx context.Context, lay Layout, off int64, n int, b
 		m := min(left, body-in)
 		b0 := in / BlockSize
 		b1 := (in + m + BlockSize - 1) / BlockSize
-		more, err := r.readBlocks(ctx, lay, segio, shard, b0, b1, buf[pos:pos+(b1-b0)*BlockSize])
+		more, rb, err := r.readBlocks(ctx, lay, segio, shard, b0, b1, buf[pos:pos+(b1-b0)*BlockSize])
 		bad = append(bad, more...)
+		rebuilt = rebuilt || rb
 		if err != nil {
-			return nil, bad, err
+			return nil, bad, rebuilt, err
 		}
 		pos += (b1 - b0) * BlockSize
 		o += m
 		left -= m
 	}
-	return buf[off%BlockSize:][:n], bad, nil
+	return buf[off%BlockSize:][:n], bad, rebuilt, nil
 }
 
 // readPiece fills out with body bytes [in, in+len(out)) of data shard
@@ -203,28 +208,28 @@ func (r *Reader) readPiece(ctx context.Context, lay Layout, segio, shard int, in
 	bp := r.getBuf()
 	defer r.putBuf(bp)
 	span := (*bp)[:(b1-b0)*BlockSize]
-	bad, err := r.readBlocks(ctx, lay, segio, shard, b0, b1, span)
+	bad, _, err := r.readBlocks(ctx, lay, segio, shard, b0, b1, span)
 	if err == nil {
 		copy(out, span[in-b0*BlockSize:])
 	}
 	return bad, err
 }
 
-// readBlocks fills span with the verified body blocks [b0,b1) of data
-// shard shard of segio: read from its drive, or rebuilt from the others
-// when the drive is failed, busy writing or its data is bad.
-func (r *Reader) readBlocks(ctx context.Context, lay Layout, segio, shard int, b0, b1 int64, span []byte) ([]BadUnit, error) {
+// readBlocks fills span with body blocks [b0,b1) of data shard shard of
+// segio: read from its drive and checked against their block checksums,
+// or (rebuilt true) rebuilt from the others when the drive is failed, busy
+// writing or its data is bad.
+func (r *Reader) readBlocks(ctx context.Context, lay Layout, segio, shard int, b0, b1 int64, span []byte) (bad []BadUnit, rebuilt bool, err error) {
 	m := lay.Members[shard]
 	skip := r.d.Failed(m.Drive)
 	busy := !skip && !r.opts.ReadBusy && r.d.Busy(m.Drive) && r.enc != nil
-	var bad []BadUnit
 	if skip {
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: fmt.Errorf("drive marked failed: %w", backend.ErrFailed)})
 	}
 	if !skip && !busy {
 		_, _, err := r.readUnit(ctx, lay, segio, shard, b0, b1, span)
 		if err == nil {
-			return nil, nil
+			return nil, false, nil
 		}
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: err})
 	}
@@ -237,13 +242,13 @@ func (r *Reader) readBlocks(ctx context.Context, lay Layout, segio, shard int, b
 		// Rebuilding failed; the busy drive is still worth a try.
 		_, _, err2 := r.readUnit(ctx, lay, segio, shard, b0, b1, span)
 		if err2 == nil {
-			return bad, nil
+			return bad, false, nil
 		}
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: err2})
-		return bad, &ReadError{Segment: lay.Segment, Segio: segio, Bad: bad}
+		return bad, false, &ReadError{Segment: lay.Segment, Segio: segio, Bad: bad}
 	}
 	r.Stats.BadUnits.Add(int64(len(bad)))
-	return bad, err
+	return bad, err == nil, err
 }
 
 // rebuild reconstructs blocks [b0,b1) of shard want from other units into

@@ -25,9 +25,8 @@ import (
 // left sees a miss, never a recycled buffer.
 type cachedCblock struct {
 	addr segment.Addr
-	data []byte // the logical bytes, a slice of buf
-	buf  []byte // the pooled buffer: from getSpan if span, else getBuf
-	span bool
+	data []byte // the logical bytes, a slice of *buf
+	buf  *pooledBuf
 	refs atomic.Int32
 }
 
@@ -50,11 +49,7 @@ func (c *cachedCblock) release() {
 	if c.refs.Add(-1) != 0 {
 		return
 	}
-	if c.span {
-		putSpan(c.buf)
-	} else {
-		putBuf(c.buf)
-	}
+	c.buf.put()
 }
 
 // onCacheExit is the cblock cache's OnExit: the cache's reference ends.
@@ -68,10 +63,10 @@ func onCacheExit(c *cachedCblock) {
 // addr) to the cache, which returns it to its pool when done with it. The
 // cost is the buffer's capacity, so the cache's byte bound is the memory
 // it pins.
-func (a *Array) cachePut(addr segment.Addr, data, buf []byte, span bool) {
-	c := &cachedCblock{addr: addr, data: data, buf: buf, span: span}
+func (a *Array) cachePut(addr segment.Addr, data []byte, buf *pooledBuf) {
+	c := &cachedCblock{addr: addr, data: data, buf: buf}
 	c.refs.Store(1)
-	if !a.cache.Set(cacheKey(addr), c, int64(cap(buf))) {
+	if !a.cache.Set(cacheKey(addr), c, int64(cap(buf.b))) {
 		c.release() // dropped: ristretto never saw it, so no OnExit
 	}
 }
@@ -82,17 +77,26 @@ func (a *Array) cachePut(addr segment.Addr, data, buf []byte, span bool) {
 // block plus the blocks of any part of a cblock (1 + 9).
 const spanBytes = 10 * segment.BlockSize
 
-var spanPool = sync.Pool{New: func() any { b := backend.AlignedBuffer(spanBytes); return &b }}
-
-func getSpan() []byte { return *spanPool.Get().(*[]byte) }
-
-func putSpan(b []byte) {
-	b = b[:cap(b)]
-	if len(b) != spanBytes {
-		return
-	}
-	spanPool.Put(&b)
+// pooledBuf is a buffer of the read path's pools; the pointer goes back
+// to the pool, so getting and putting allocates nothing.
+type pooledBuf struct {
+	b    []byte
+	pool *sync.Pool
 }
+
+func (p *pooledBuf) put() { p.pool.Put(p) }
+
+// spanPool holds aligned buffers of spanBytes (drive reads land in them);
+// logicalPool buffers of a cblock's largest logical size (decoding).
+var spanPool, logicalPool sync.Pool
+
+func init() {
+	spanPool.New = func() any { return &pooledBuf{b: backend.AlignedBuffer(spanBytes), pool: &spanPool} }
+	logicalPool.New = func() any { return &pooledBuf{b: make([]byte, cblock.MaxLogical), pool: &logicalPool} }
+}
+
+func getSpan() *pooledBuf    { return spanPool.Get().(*pooledBuf) }
+func getLogical() *pooledBuf { return logicalPool.Get().(*pooledBuf) }
 
 func cacheKey(a segment.Addr) uint64 {
 	return uint64(a.Segment)<<32 ^ uint64(a.Offset)
@@ -432,16 +436,16 @@ func (a *Array) readCblock(ctx context.Context, addr segment.Addr, from int, dst
 	if addr.Length <= cblock.HeaderSize || addr.Length > cblock.MaxEncoded {
 		return fmt.Errorf("%w: block map names a cblock of %d bytes at %v", ErrIO, addr.Length, addr)
 	}
-	scratch := getBuf(cblock.MaxLogical)
-	n, found, err := a.pend.decode(addr, scratch)
+	scratch := getLogical()
+	n, found, err := a.pend.decode(addr, scratch.b)
 	if found {
 		if err != nil {
-			putBuf(scratch)
+			scratch.put()
 			return fmt.Errorf("%w: cblock %v: %w", ErrIO, addr, err)
 		}
-		return a.finishRun(addr, scratch[:n], scratch, false, from, dst)
+		return a.finishRun(addr, scratch.b[:n], scratch, from, dst)
 	}
-	putBuf(scratch)
+	scratch.put()
 	if raw := int(addr.Length) - cblock.HeaderSize; raw%SectorSize == 0 && to <= raw && to-from < raw && !a.partSeen.again(cacheKey(addr)) {
 		// Part of what may be a raw cblock of raw/512 sectors (or a
 		// compressed one of more: the header tells), not read in part
@@ -455,42 +459,38 @@ func (a *Array) readCblock(ctx context.Context, addr segment.Addr, from int, dst
 		}
 	}
 	span := getSpan()
-	enc, bad, rebuilt, err := a.st.ReadBlocks(ctx, addr.Segment, addr.Offset, int(addr.Length), span)
+	enc, bad, rebuilt, err := a.st.ReadBlocks(ctx, addr.Segment, addr.Offset, int(addr.Length), span.b)
 	if len(bad) > 0 {
 		a.stats.degradedReads.Add(1)
 	}
 	if err != nil {
-		putSpan(span)
+		span.put()
 		return fmt.Errorf("%w: cblock %v: %w", ErrIO, addr, err)
 	}
 	if h, err := cblock.ParseHeader(enc); err == nil && !h.Compressed && !rebuilt && len(enc) == cblock.HeaderSize+h.Sectors*SectorSize {
 		// Raw, every block verified: the span buffer itself goes to the
 		// cache, no copy.
-		return a.finishRun(addr, enc[cblock.HeaderSize:], span, true, from, dst)
+		return a.finishRun(addr, enc[cblock.HeaderSize:], span, from, dst)
 	}
-	scratch = getBuf(cblock.MaxLogical)
-	n, err = cblock.Decode(scratch, enc)
-	putSpan(span)
+	scratch = getLogical()
+	n, err = cblock.Decode(scratch.b, enc)
+	span.put()
 	if err != nil {
-		putBuf(scratch)
+		scratch.put()
 		return fmt.Errorf("%w: cblock %v: %w", ErrIO, addr, err)
 	}
-	return a.finishRun(addr, scratch[:n], scratch, false, from, dst)
+	return a.finishRun(addr, scratch.b[:n], scratch, from, dst)
 }
 
 // finishRun copies dst from the logical bytes of the cblock at addr and
 // hands their buffer to the cache.
-func (a *Array) finishRun(addr segment.Addr, logical, buf []byte, span bool, from int, dst []byte) error {
+func (a *Array) finishRun(addr segment.Addr, logical []byte, buf *pooledBuf, from int, dst []byte) error {
 	if to := from + len(dst); to > len(logical) {
-		if span {
-			putSpan(buf)
-		} else {
-			putBuf(buf)
-		}
+		buf.put()
 		return fmt.Errorf("%w: block map reads sectors %d..%d of a cblock of %d bytes at %v", ErrIO, from/SectorSize, to/SectorSize, len(logical), addr)
 	}
 	copy(dst, logical[from:])
-	a.cachePut(addr, logical, buf, span)
+	a.cachePut(addr, logical, buf)
 	return nil
 }
 
@@ -540,8 +540,9 @@ const rawPartNearBlocks = 1
 // the whole cblock and checks its crc too), or anything failed (the
 // caller's whole read reports it).
 func (a *Array) readRawPart(ctx context.Context, addr segment.Addr, from int, dst []byte) bool {
-	span := getSpan()
-	defer putSpan(span)
+	sp := getSpan()
+	defer sp.put()
+	span := sp.b
 	hdrOff := addr.Offset
 	dataOff := addr.Offset + cblock.HeaderSize + int64(from)
 	near := dataOff/segment.BlockSize-hdrOff/segment.BlockSize <= rawPartNearBlocks

@@ -193,7 +193,7 @@ func TestSeenSet(t *testing.T) {
 
 func TestCachedCblockRefs(t *testing.T) {
 	buf := getSpan()
-	c := &cachedCblock{addr: segment.Addr{Segment: 1}, data: buf[:10], buf: buf, span: true}
+	c := &cachedCblock{addr: segment.Addr{Segment: 1}, data: buf.b[:10], buf: buf}
 	c.refs.Store(1)
 	if !c.acquire() {
 		t.Fatal("acquire failed on a cached entry")

@@ -239,14 +239,15 @@ func (r *mediumRead) batchRun(t []uint64, dst []byte) (bool, error) {
 	return true, nil
 }
 
-// flushBatch reads the batched cblocks with one segment read and fills
-// their destinations: raw ones from healthy drives checked by the block
-// checksums, others (or all, when a unit needed a rebuild) decoded and
-// checked against their cblock crc; one that is not what the tuple
-// suggested (compressed, other size) is read alone. The batch does not
-// fill the cache (a sequential scan would only push out what is hot); a
-// cblock batched twice within a while is read alone and cached instead
-// (batchRun).
+// flushBatch reads the batched cblocks (one or more) with one segment
+// read and fills their destinations: raw ones from healthy drives checked
+// by the block checksums, others (or all, when some bytes were rebuilt)
+// decoded and checked against their cblock crc; one that is not what the
+// tuple suggested (compressed, other size) is read alone. The batch does
+// not fill the cache: a scan, or random reads, of a volume larger than the
+// cache would only push out what is hot. A cblock batched twice within a
+// while is read alone and cached instead (batchRun): the cache admits raw
+// cblocks on their second touch.
 func (r *mediumRead) flushBatch() error {
 	b := &r.batch
 	if b.n == 0 {
@@ -257,14 +258,11 @@ func (r *mediumRead) flushBatch() error {
 		b.n = 0
 	}()
 	a := r.a
-	if b.n == 1 {
-		it := b.items[0]
-		a.stats.cacheMisses.Add(-1) // readCblock counts it again
-		return a.readCblock(r.ctx, it.addr, 0, it.dst)
-	}
 	bp := batchBufs.Get().(*[]byte)
 	defer batchBufs.Put(bp)
-	a.stats.batchReads.Add(1)
+	if b.n > 1 {
+		a.stats.batchReads.Add(1)
+	}
 	data, bad, rebuilt, err := a.st.ReadBlocks(r.ctx, b.seg, b.start, int(b.end-b.start), *bp)
 	if len(bad) > 0 {
 		a.stats.degradedReads.Add(1)

@@ -69,7 +69,7 @@ dir=$(pwd)
   for i in 0 1 2 3 4 5 6 7 8; do
     printf '  - {backend: file, path: %s/drive-%d.img, size: %s%s}\n' "$dir" "$i" "$SHALE_DRIVE_SIZE" "${SHALE_DRIVE_OPTIONS:+, $SHALE_DRIVE_OPTIONS}"
   done
-  printf 'nvram: {backend: file, path: %s/nvram.img, size: 256M, direct: auto, preallocate: true}\n' "$dir"
+  printf 'nvram: {backend: file, path: %s/nvram.img, size: 256M, direct: auto, preallocate: true, dsync: true}\n' "$dir"
   printf 'volumes:\n  - {name: "%s", size: %s}\n' "$2" "$3"
 } >shale.yaml
 if [[ ${SHALE_BENCH_CPUPROFILE:-0} == 1 ]]; then

@@ -35,7 +35,7 @@ func TestDefaultsLoad(t *testing.T) {
 		}
 	}
 	if want := (Drive{Backend: "file", Path: filepath.Join("shale-data", "nvram.img"), Size: 256 << 20,
-		Options: map[string]any{"direct": "auto", "preallocate": true}}); c.NVRAM == nil || !reflect.DeepEqual(*c.NVRAM, want) {
+		Options: map[string]any{"direct": "auto", "preallocate": true, "dsync": true}}); c.NVRAM == nil || !reflect.DeepEqual(*c.NVRAM, want) {
 		t.Errorf("default nvram = %+v, want %+v", c.NVRAM, want)
 	}
 	if c.AdminSocket() != filepath.Join("shale-data", "admin.sock") {

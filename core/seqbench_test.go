@@ -45,3 +45,25 @@ func BenchmarkWriteSeq(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWriteQD1 is the engine side of peerbench's 4k randwrite QD1
+// job: one writer, 4 KiB of incompressible data at random offsets, each
+// write acknowledged (durable) before the next. ns/op is the latency.
+func BenchmarkWriteQD1(b *testing.B) {
+	_, v := benchArray(b, "file")
+	const size = 4 << 10
+	rng := rand.New(rand.NewPCG(3, 9))
+	p := make([]byte, size)
+	for i := range p {
+		p[i] = byte(rng.Uint32())
+	}
+	ctx := context.Background()
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		p[0]++
+		if err := v.WriteAt(ctx, p, int64(rng.IntN(benchVolBytes/size))*size); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

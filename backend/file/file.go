@@ -31,6 +31,13 @@
 //	                   file (fallocate), instead of leaving it sparse
 //	grow: true         extend an existing smaller file to the configured size
 //	                   instead of refusing it (never shrinks a file)
+//	dsync: true        open with O_DSYNC: every write is durable when it
+//	                   returns (the kernel flushes the drive's cache with
+//	                   it), and Sync flushes only after a Discard. For a
+//	                   drive synced after every write, like the NVRAM log:
+//	                   one system call per durable write instead of two,
+//	                   150-166 µs instead of 185-222 µs for 8 KiB on the
+//	                   development VM (fio, direct)
 package file
 
 import (
@@ -69,10 +76,12 @@ type Options struct {
 	Preallocate bool
 	// Grow extends an existing file smaller than the configured size.
 	Grow bool
+	// DSync opens the file with O_DSYNC (see the package comment).
+	DSync bool
 }
 
 // optionKeys are the keys ParseOptions accepts.
-var optionKeys = []string{"direct", "preallocate", "grow"}
+var optionKeys = []string{"direct", "preallocate", "grow", "dsync"}
 
 // ParseOptions reads Options from a spec's option map, rejecting unknown
 // keys and values that are not booleans (true/false, or strings that
@@ -82,7 +91,7 @@ func ParseOptions(m map[string]any) (Options, error) {
 	if err := backend.UnknownOptions(m, optionKeys...); err != nil {
 		return o, err
 	}
-	for key, dst := range map[string]*bool{"direct": &o.Direct, "preallocate": &o.Preallocate, "grow": &o.Grow} {
+	for key, dst := range map[string]*bool{"direct": &o.Direct, "preallocate": &o.Preallocate, "grow": &o.Grow, "dsync": &o.DSync} {
 		v, ok := m[key]
 		if !ok {
 			continue
@@ -135,6 +144,9 @@ func Open(spec backend.Spec) (*Device, error) {
 		opts.Direct = true
 	}
 	flags := os.O_RDWR
+	if opts.DSync {
+		flags |= unix.O_DSYNC
+	}
 	if opts.Direct {
 		flags |= unix.O_DIRECT
 	}
@@ -239,12 +251,13 @@ func Open(spec backend.Spec) (*Device, error) {
 	}
 
 	fd, err := fdio.New(f, fdio.Config{
-		Path:    path,
-		Size:    spec.Size,
-		Align:   align,
-		Direct:  opts.Direct,
-		Kind:    spec.Kind,
-		Discard: punchHole,
+		Path:       path,
+		Size:       spec.Size,
+		Align:      align,
+		Direct:     opts.Direct,
+		Kind:       spec.Kind,
+		Discard:    punchHole,
+		SyncWrites: opts.DSync,
 	})
 	if err != nil {
 		return nil, err

@@ -71,6 +71,7 @@ func TestConformance(t *testing.T) {
 		{"buffered", nil},
 		{"direct", map[string]any{"direct": true}},
 		{"preallocated", map[string]any{"preallocate": true, "direct": "true"}},
+		{"dsync", map[string]any{"dsync": true, "direct": true, "preallocate": true}},
 	} {
 		t.Run(c.name, func(t *testing.T) { backendtest.Run(t, factory(t, c.opts)) })
 	}
@@ -127,7 +128,7 @@ func TestOpenErrors(t *testing.T) {
 		{"smaller file", spec(small, 2<<20, nil), []string{"drives[1]", small, "1048576 bytes", "2097152", "grow: true"}},
 		{"larger file", spec(big, 2<<20, nil), []string{big, "larger", "never shrunk"}},
 		{"larger file with grow", spec(big, 2<<20, map[string]any{"grow": true}), []string{big, "larger"}},
-		{"unknown option", spec(filepath.Join(dir, "x"), 1<<20, map[string]any{"directt": true, "grow": true}), []string{"drives[1]", "unknown option", "directt", "known: [direct preallocate grow]"}},
+		{"unknown option", spec(filepath.Join(dir, "x"), 1<<20, map[string]any{"directt": true, "grow": true}), []string{"drives[1]", "unknown option", "directt", "known: [direct preallocate grow dsync]"}},
 		{"bad option value", spec(filepath.Join(dir, "x"), 1<<20, map[string]any{"direct": "maybe"}), []string{"option direct", "maybe"}},
 		{"bad option type", spec(filepath.Join(dir, "x"), 1<<20, map[string]any{"preallocate": 3}), []string{"option preallocate", "int"}},
 		{"no path", spec("", 1<<20, nil), []string{"path: required"}},

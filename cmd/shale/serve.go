@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -221,6 +222,18 @@ func serve(ctx context.Context, cfg *config.Config, shutdownTimeout time.Duratio
 		}
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
+	}
+	if path := os.Getenv("SHALE_TRACE"); path != "" {
+		// An execution trace, for latency work: go tool trace FILE, or
+		// go tool trace -pprof=sched|sync|syscall FILE.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	log := newLogger(cfg.Log)
 	slog.SetDefault(log)

@@ -492,13 +492,18 @@ func (a *Array) finishRun(addr segment.Addr, logical []byte, buf *pooledBuf, fro
 	return nil
 }
 
-// seenSet is a direct-mapped table of recently seen cache keys, lossy
-// by design: a key is forgotten when another key lands in its slot, so
-// "seen again" means seen again within about len(slots) other keys.
+// seenSet is a table of recently seen cache keys, lossy by design: 4-way
+// set-associative (a key's bucket is 4 slots in one cache line), a key is
+// forgotten when 4 other keys of its bucket come after it, so "seen again"
+// means seen again within about len(slots) other keys. Four ways, not one,
+// so that two keys sharing a bucket and read in turn (a scan of a region)
+// do not keep knocking each other out.
 type seenSet struct {
 	slots []atomic.Uint64
 	shift uint
 }
+
+const seenWays = 4
 
 // init sizes s to the power of two at or above n slots (at least 1024):
 // about as many as the cache holds cblocks.
@@ -508,19 +513,32 @@ func (s *seenSet) init(n int64) {
 		bits++
 	}
 	s.slots = make([]atomic.Uint64, 1<<bits)
-	s.shift = 64 - bits
+	s.shift = 64 - (bits - 2) // bucket index: bits-2 bits
 }
 
 // again reports whether key is in s, and records it if not; a key found
-// is dropped (it goes to the cache now).
+// is dropped (it goes to the cache now). Racing callers may both record
+// a key or both see it: harmless, it only decides what is cached.
 func (s *seenSet) again(key uint64) bool {
 	v := key | 1<<63 // never 0, the empty slot
-	slot := &s.slots[(key*0x9e3779b97f4a7c15)>>s.shift]
-	if slot.Load() == v {
-		slot.Store(0)
-		return true
+	h := key * 0x9e3779b97f4a7c15
+	b := s.slots[(h>>s.shift)*seenWays:][:seenWays]
+	free := -1
+	for i := range b {
+		switch b[i].Load() {
+		case v:
+			b[i].Store(0)
+			return true
+		case 0:
+			if free < 0 {
+				free = i
+			}
+		}
 	}
-	slot.Store(v)
+	if free < 0 {
+		free = int(h>>8) % seenWays // a full bucket: evict a way the key picks
+	}
+	b[free].Store(v)
 	return false
 }
 
@@ -532,7 +550,8 @@ const rawPartNearBlocks = 1
 // readRawPart serves a read of logical bytes [from, from+len(dst)) of the
 // durable cblock at addr if it is raw: it reads the header (unless the
 // length alone says raw) and only the blocks under those bytes, whose
-// block checksums the segment reader verifies. The cache is not filled (it holds whole cblocks only). It
+// block checksums the segment reader verifies. The cache is not filled
+// (it holds whole cblocks only). It
 // returns false, dst's contents unspecified, when the cblock is not raw
 // after all, or a unit needed a rebuild from parity (so the caller reads
 // the whole cblock and checks its crc too), or anything failed (the

@@ -178,16 +178,28 @@ func TestSeenSet(t *testing.T) {
 			t.Fatalf("key %d seen again after it was dropped", k)
 		}
 	}
-	// A key is forgotten when another lands in its slot.
-	slot := func(k uint64) uint64 { return (k * 0x9e3779b97f4a7c15) >> s.shift }
-	var other uint64 = 2
-	for slot(other) != slot(1) {
-		other++
+	// Keys sharing a bucket: up to seenWays are all remembered, so two
+	// read in turn do not knock each other out; many more push one out.
+	bucket := func(k uint64) uint64 { return (k * 0x9e3779b97f4a7c15) >> s.shift }
+	var same []uint64
+	for k := uint64(100); len(same) < 64; k++ {
+		if bucket(k) == bucket(100) {
+			same = append(same, k)
+		}
 	}
-	s.again(1)
-	s.again(other)
-	if s.again(1) {
-		t.Fatal("key seen again after its slot was taken")
+	for round := range 3 {
+		for _, k := range same[:seenWays] {
+			if got := s.again(k); got != (round == 1) {
+				t.Fatalf("round %d: key %d again = %v", round, k, got)
+			}
+		}
+	}
+	s.again(same[0])
+	for _, k := range same[1:] {
+		s.again(k)
+	}
+	if s.again(same[0]) {
+		t.Fatal("key still seen after 63 others of its bucket")
 	}
 }
 

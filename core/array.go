@@ -80,6 +80,9 @@ type Array struct {
 	geo   segment.Geometry
 	pend  pending
 	cache *ristretto.Cache[uint64, *cachedCblock]
+	// partSeen remembers cblocks read in part or batched recently (see
+	// readCblock, batchRun).
+	partSeen seenSet
 	// refs keeps inline dedup from referencing segments GC is collecting.
 	refs refGate
 	// dedup is the inline dedup index; nil with Options.NoDedup.
@@ -175,7 +178,7 @@ func newArray(opts Options) (*Array, error) {
 	var err error
 	a.cache, err = ristretto.NewCache(&ristretto.Config[uint64, *cachedCblock]{
 		NumCounters: max(opts.CacheBytes/4096*10, 1000), MaxCost: opts.CacheBytes, BufferItems: 64,
-		IgnoreInternalCost: true,
+		IgnoreInternalCost: true, OnExit: onCacheExit,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("core: cblock cache: %w", err)
@@ -186,6 +189,7 @@ func newArray(opts Options) (*Array, error) {
 			return nil, fmt.Errorf("core: dedup index: %w", err)
 		}
 	}
+	a.partSeen.init(opts.CacheBytes / spanBytes)
 	return a, nil
 }
 

@@ -72,12 +72,17 @@ func (d *Drives) CheckLayout(l Layout) error {
 	if len(l.Members) != d.Geometry.Width() {
 		return fmt.Errorf("segment %d: %d members, geometry needs %d: %w", l.Segment, len(l.Members), d.Geometry.Width(), ErrCorrupt)
 	}
-	seen := make(map[int]bool, len(l.Members))
+	// Every read checks its layout: a bitmap on the stack, not a map.
+	var seenWords [8]uint64
+	seen := seenWords[:]
+	if n := (len(d.Devs) + 63) / 64; n > len(seenWords) {
+		seen = make([]uint64, n)
+	}
 	for i, m := range l.Members {
-		if m.Drive < 0 || m.Drive >= len(d.Devs) || seen[m.Drive] {
+		if m.Drive < 0 || m.Drive >= len(d.Devs) || seen[m.Drive/64]&(1<<(m.Drive%64)) != 0 {
 			return fmt.Errorf("segment %d: member %d drive %d invalid or repeated: %w", l.Segment, i, m.Drive, ErrCorrupt)
 		}
-		seen[m.Drive] = true
+		seen[m.Drive/64] |= 1 << (m.Drive % 64)
 		if m.AU < 0 || m.AU >= d.AUs(m.Drive) {
 			return fmt.Errorf("segment %d: member %d AU %d beyond drive %d: %w", l.Segment, i, m.AU, m.Drive, ErrCorrupt)
 		}

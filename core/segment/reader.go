@@ -143,53 +143,117 @@ func (r *Reader) ReadAt(ctx context.Context, lay Layout, buf []byte, off int64) 
 	return bad, nil
 }
 
+// SpanBytes is the length of the whole 4 KiB blocks that cover n bytes at
+// off: the buffer ReadBlocks needs.
+func SpanBytes(off int64, n int) int {
+	return int((off+int64(n)+BlockSize-1)/BlockSize*BlockSize - off/BlockSize*BlockSize)
+}
+
+// ReadBlocks is ReadAt without the copy: it reads the whole blocks that
+// cover the n bytes at off straight into buf, verifies their checksums (or
+// rebuilds them from parity), and returns the n bytes, a slice of buf.
+// buf must hold SpanBytes(off, n) bytes and start at an address the
+// drives accept for direct I/O (backend.AlignedBuffer, or a subslice of
+// one starting at a multiple of 4096).
+//
+// Every byte returned was read and checked against the block checksum of
+// the write unit it was read from, unless rebuilt is true: then some were
+// reconstructed from parity (a bad unit, or a drive busy writing), from
+// blocks that were checked, but not checked against a checksum of their
+// own, and a caller that promises verified data checks them another way
+// (the cblock's crc).
+func (r *Reader) ReadBlocks(ctx context.Context, lay Layout, off int64, n int, buf []byte) (data []byte, bad []BadUnit, rebuilt bool, err error) {
+	g := r.d.Geometry
+	if err := r.d.CheckLayout(lay); err != nil {
+		return nil, nil, false, err
+	}
+	if off < 0 || n < 0 || off+int64(n) > g.SegmentBytes() {
+		return nil, nil, false, fmt.Errorf("segment %d: read of %d bytes at %d beyond %d: %w", lay.Segment, n, off, g.SegmentBytes(), backend.ErrOutOfRange)
+	}
+	if span := SpanBytes(off, n); len(buf) < span {
+		return nil, nil, false, fmt.Errorf("segment %d: read of %d bytes at %d into a buffer of %d, want %d", lay.Segment, n, off, len(buf), span)
+	}
+	r.Stats.Reads.Add(1)
+	r.Stats.ReadBytes.Add(int64(n))
+	// Bodies are whole blocks, so the blocks of consecutive write units
+	// follow each other in buf: each piece lands where it belongs.
+	body := g.BodySize()
+	pos := int64(0)
+	for o, left := off, int64(n); left > 0; {
+		segio := int(o / g.SegioBytes())
+		p := o % g.SegioBytes()
+		shard := int(p / body)
+		in := p % body
+		m := min(left, body-in)
+		b0 := in / BlockSize
+		b1 := (in + m + BlockSize - 1) / BlockSize
+		more, rb, err := r.readBlocks(ctx, lay, segio, shard, b0, b1, buf[pos:pos+(b1-b0)*BlockSize])
+		bad = append(bad, more...)
+		rebuilt = rebuilt || rb
+		if err != nil {
+			return nil, bad, rebuilt, err
+		}
+		pos += (b1 - b0) * BlockSize
+		o += m
+		left -= m
+	}
+	return buf[off%BlockSize:][:n], bad, rebuilt, nil
+}
+
 // readPiece fills out with body bytes [in, in+len(out)) of data shard
 // shard of segio.
 func (r *Reader) readPiece(ctx context.Context, lay Layout, segio, shard int, in int64, out []byte) ([]BadUnit, error) {
 	b0 := in / BlockSize
 	b1 := (in + int64(len(out)) + BlockSize - 1) / BlockSize
+	bp := r.getBuf()
+	defer r.putBuf(bp)
+	span := (*bp)[:(b1-b0)*BlockSize]
+	bad, _, err := r.readBlocks(ctx, lay, segio, shard, b0, b1, span)
+	if err == nil {
+		copy(out, span[in-b0*BlockSize:])
+	}
+	return bad, err
+}
+
+// readBlocks fills span with body blocks [b0,b1) of data shard shard of
+// segio: read from its drive and checked against their block checksums,
+// or (rebuilt true) rebuilt from the others when the drive is failed, busy
+// writing or its data is bad.
+func (r *Reader) readBlocks(ctx context.Context, lay Layout, segio, shard int, b0, b1 int64, span []byte) (bad []BadUnit, rebuilt bool, err error) {
 	m := lay.Members[shard]
 	skip := r.d.Failed(m.Drive)
 	busy := !skip && !r.opts.ReadBusy && r.d.Busy(m.Drive) && r.enc != nil
-	var bad []BadUnit
 	if skip {
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: fmt.Errorf("drive marked failed: %w", backend.ErrFailed)})
 	}
 	if !skip && !busy {
-		bp := r.getBuf()
-		data, _, err := r.readUnit(ctx, lay, segio, shard, b0, b1, *bp)
+		_, _, err := r.readUnit(ctx, lay, segio, shard, b0, b1, span)
 		if err == nil {
-			copy(out, data[in-b0*BlockSize:])
-			r.putBuf(bp)
-			return nil, nil
+			return nil, false, nil
 		}
-		r.putBuf(bp)
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: err})
 	}
 	if busy {
 		r.Stats.BusyAvoided.Add(1)
 	}
-	more, err := r.rebuild(ctx, lay, segio, shard, b0, b1, in, out, bad)
+	more, err := r.rebuild(ctx, lay, segio, shard, b0, b1, span, bad)
 	bad = append(bad, more...)
 	if err != nil && busy {
 		// Rebuilding failed; the busy drive is still worth a try.
-		bp := r.getBuf()
-		defer r.putBuf(bp)
-		data, _, err2 := r.readUnit(ctx, lay, segio, shard, b0, b1, *bp)
+		_, _, err2 := r.readUnit(ctx, lay, segio, shard, b0, b1, span)
 		if err2 == nil {
-			copy(out, data[in-b0*BlockSize:])
-			return bad, nil
+			return bad, false, nil
 		}
 		bad = append(bad, BadUnit{Drive: m.Drive, Shard: shard, Segio: segio, Err: err2})
-		return bad, &ReadError{Segment: lay.Segment, Segio: segio, Bad: bad}
+		return bad, false, &ReadError{Segment: lay.Segment, Segio: segio, Bad: bad}
 	}
 	r.Stats.BadUnits.Add(int64(len(bad)))
-	return bad, err
+	return bad, err == nil, err
 }
 
-// rebuild reconstructs blocks [b0,b1) of shard want from other units.
-// known lists units already found bad (for the error).
-func (r *Reader) rebuild(ctx context.Context, lay Layout, segio, want int, b0, b1, in int64, out []byte, known []BadUnit) ([]BadUnit, error) {
+// rebuild reconstructs blocks [b0,b1) of shard want from other units into
+// span. known lists units already found bad (for the error).
+func (r *Reader) rebuild(ctx context.Context, lay Layout, segio, want int, b0, b1 int64, span []byte, known []BadUnit) ([]BadUnit, error) {
 	g := r.d.Geometry
 	if r.enc == nil {
 		return nil, &ReadError{Segment: lay.Segment, Segio: segio, Bad: known}
@@ -294,7 +358,7 @@ func (r *Reader) rebuild(ctx context.Context, lay Layout, segio, want int, b0, b
 		all := append(slices.Clone(known), bad...)
 		return bad, fmt.Errorf("%w (%v)", &ReadError{Segment: lay.Segment, Segio: segio, Bad: all}, err)
 	}
-	copy(out, shards[want][in-b0*BlockSize:])
+	copy(span, shards[want])
 	return bad, nil
 }
 

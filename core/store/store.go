@@ -350,6 +350,21 @@ func (s *Store) ReadAt(ctx context.Context, seg segment.ID, buf []byte, off int6
 	return s.reader.ReadAt(ctx, lay, buf, off)
 }
 
+// ReadBlocks is segment.Reader.ReadBlocks on a known segment: the n bytes
+// at off, read into buf (aligned, SpanBytes(off, n) long) without a bounce
+// copy; the result is a slice of buf. rebuilt says some bytes were
+// reconstructed from parity and not checked against a checksum of their
+// own.
+func (s *Store) ReadBlocks(ctx context.Context, seg segment.ID, off int64, n int, buf []byte) (data []byte, bad []segment.BadUnit, rebuilt bool, err error) {
+	s.mu.Lock()
+	lay, ok := s.layouts[seg]
+	s.mu.Unlock()
+	if !ok {
+		return nil, nil, false, fmt.Errorf("store: segment %d: %w", seg, ErrUnknownSegment)
+	}
+	return s.reader.ReadBlocks(ctx, lay, off, n, buf)
+}
+
 // Layout returns a known segment's layout, to persist in the engine's
 // segment table.
 func (s *Store) Layout(seg segment.ID) (segment.Layout, bool) {

@@ -42,6 +42,7 @@
 #                  write time are reported, reduction is the same each run)
 #   CASES          subset of "base updated-copy pgdata"
 #   PORT           NBD port (default 10931)
+#   INDEX_BYTES    dedup.index_bytes of the dedup-on runs (default: shale's)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,6 +51,7 @@ OUT=${OUT:-/var/tmp/shale-dedup-bench}
 REPEATS=${REPEATS:-3}
 CASES=${CASES:-base updated-copy pgdata}
 PORT=${PORT:-10931}
+INDEX_BYTES=${INDEX_BYTES:-}
 PY=/usr/bin/python3
 
 for t in nbdcopy qemu-img go $PY; do
@@ -105,6 +107,7 @@ shale_run() {
   {
     printf 'listen: 127.0.0.1:%s\ndata_dir: %s\nlog: {level: warn}\n' "$PORT" "$dir"
     [[ $mode == off ]] && printf 'dedup: {enabled: false}\n'
+    [[ $mode == on && -n $INDEX_BYTES ]] && printf 'dedup: {index_bytes: %s}\n' "$INDEX_BYTES"
     printf 'volumes:\n'
     for f in $(case_files "$c"); do printf '  - {name: %s, size: %s}\n' "$f" "$(stat -c %s "$CORPUS/$f.img")"; done
   } >"$dir.yaml"

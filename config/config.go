@@ -71,7 +71,7 @@ type Dedup struct {
 	// up, sector by sector, among recently written data, and duplicate
 	// runs of 8 sectors or more are stored as references.
 	Enabled bool `mapstructure:"enabled"`
-	// IndexBytes bounds the DRAM of the inline dedup index (at least 4M).
+	// IndexBytes bounds the DRAM of the inline dedup index (at least 1M).
 	// A larger index finds duplicates of older data.
 	IndexBytes Size `mapstructure:"index_bytes"`
 }

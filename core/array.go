@@ -184,10 +184,7 @@ func newArray(opts Options) (*Array, error) {
 		return nil, fmt.Errorf("core: cblock cache: %w", err)
 	}
 	if !opts.NoDedup {
-		if a.dedup, err = dedup.NewIndex(opts.DedupIndexBytes); err != nil {
-			a.cache.Close()
-			return nil, fmt.Errorf("core: dedup index: %w", err)
-		}
+		a.dedup = dedup.NewIndex(opts.DedupIndexBytes)
 	}
 	a.partSeen.init(opts.CacheBytes / spanBytes)
 	return a, nil
@@ -323,9 +320,6 @@ func (a *Array) abort(ctx context.Context) {
 	}
 	a.st.Close(ctx)
 	a.cache.Close()
-	if a.dedup != nil {
-		a.dedup.Close()
-	}
 }
 
 // loadCatalog reads the catalog, fixes the next medium id against the
@@ -440,9 +434,6 @@ func (a *Array) Close(ctx context.Context) error {
 	errs = append(errs, a.db.Close())
 	errs = append(errs, a.st.Close(ctx))
 	a.cache.Close()
-	if a.dedup != nil {
-		a.dedup.Close()
-	}
 	return errors.Join(errs...)
 }
 
@@ -458,9 +449,6 @@ func (a *Array) abandon() {
 	a.wg.Wait()
 	a.db.Close()
 	a.cache.Close()
-	if a.dedup != nil {
-		a.dedup.Close()
-	}
 	// Closing the store stops its goroutines (which hold the array through
 	// OnFlush); on dead devices it may never return, so it is not waited
 	// for.

@@ -27,7 +27,6 @@ func TestDedupShiftedCopy(t *testing.T) {
 	if err := v.WriteAt(e.ctx, data, 0); err != nil {
 		t.Fatal(err)
 	}
-	e.a.dedup.Wait()
 	sec0, phys0 := dedupStats(e)
 	const copyAt = 4<<20 + 3*SectorSize
 	if err := v.WriteAt(e.ctx, data, copyAt); err != nil {
@@ -68,7 +67,6 @@ func TestDedupCollisions(t *testing.T) {
 			t.Fatal(err)
 		}
 		copy(want[at:], p)
-		e.a.dedup.Wait()
 	}
 	base := make([]byte, 64<<10)
 	fillData(rng, base, false)
@@ -114,7 +112,6 @@ func TestDedupCrash(t *testing.T) {
 		if err := v.WriteAt(e.ctx, data, 0); err != nil {
 			t.Fatal(err)
 		}
-		e.a.dedup.Wait()
 		if err := v.WriteAt(e.ctx, data, 1<<20+5*SectorSize); err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +152,6 @@ func TestDedupAcrossDeletes(t *testing.T) {
 		if err := e.volume(name).WriteAt(e.ctx, p, at); err != nil {
 			t.Fatal(err)
 		}
-		e.a.dedup.Wait()
 	}
 	// v2 gets a copy of v1's data; v1 goes away.
 	write("v1", a, 0)

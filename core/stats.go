@@ -113,8 +113,10 @@ func (a *Array) Stats() Stats {
 		st.Counters[k] = v
 	}
 	if a.dedup != nil {
+		is := a.dedup.Stats()
 		st.Counters["dedup_index_bytes"] = a.dedup.Bytes()
-		st.Counters["dedup_index_max_bytes"] = a.dedup.MaxBytes()
+		st.Counters["dedup_index_entries"], st.Counters["dedup_index_capacity"] = is.Entries, is.Capacity
+		st.Counters["dedup_index_puts"], st.Counters["dedup_index_evictions"] = is.Puts, is.Evictions
 	}
 	items, bytes := a.pend.size()
 	st.Counters["pending_cblocks"], st.Counters["pending_bytes"] = int64(items), bytes

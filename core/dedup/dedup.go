@@ -17,10 +17,7 @@
 // so the matching rules are tested on their own.
 package dedup
 
-import (
-	"github.com/cespare/xxhash/v2"
-	"github.com/dgraph-io/ristretto/v2"
-)
+import "github.com/cespare/xxhash/v2"
 
 // SectorSize is the unit of deduplication.
 const SectorSize = 512
@@ -30,7 +27,10 @@ const RecordEvery = 8
 
 // MinRun is the shortest duplicate run Plan reports: a shorter one saves
 // less than the block-map tuple and the read it costs. RecordEvery is the
-// shortest run Plan is sure to find.
+// shortest run Plan is sure to find. Zero sectors next to a run count
+// towards it (they cost nothing either way): the last block of a small
+// file, a few sectors of data and zeros up to the filesystem's block,
+// is a duplicate like any other block.
 const MinRun = RecordEvery
 
 // Hash is the stable 64-bit hash of one sector.
@@ -46,74 +46,6 @@ type Loc struct {
 	Sector  uint16
 	Sectors uint16
 }
-
-// entryCost is what the Index charges per entry against its byte bound:
-// the key, the value and ristretto's store item and map slot for it,
-// measured on the Go heap (TestIndexMemory).
-const entryCost = 336
-
-// Index is the inline dedup index: hash -> Loc, bounded in bytes, keeping
-// the recent and popular entries (ristretto's TinyLFU admission).
-// Safe for concurrent use. Puts are buffered: an entry may be dropped,
-// which only costs a missed duplicate.
-type Index struct {
-	c        *ristretto.Cache[uint64, Loc]
-	maxBytes int64
-	// counters is the admission filter's memory, allocated up front and
-	// charged against maxBytes before any entry is.
-	counters int64
-}
-
-// MinIndexBytes is the smallest bound NewIndex accepts.
-const MinIndexBytes = 4 << 20
-
-// NewIndex returns an index of at most maxBytes (at least MinIndexBytes).
-// The bound covers what the index takes on the heap: its admission
-// counters (ten per entry it can hold, as ristretto advises, rounded up
-// to a power of two: a count-min sketch of four 4-bit rows and a one-bit
-// doorkeeper, 2.125 bytes per counter) and its entries.
-func NewIndex(maxBytes int64) (*Index, error) {
-	maxBytes = max(maxBytes, MinIndexBytes)
-	nc := int64(1)
-	for nc < maxBytes/(entryCost+40)*10 {
-		nc <<= 1
-	}
-	counters := nc*17/8 + 64<<10
-	c, err := ristretto.NewCache(&ristretto.Config[uint64, Loc]{
-		NumCounters: nc, MaxCost: max(maxBytes-counters, entryCost), BufferItems: 64,
-		IgnoreInternalCost: true, Metrics: true,
-		// Keys are hashes already: use them as they are.
-		KeyToHash: func(k uint64) (uint64, uint64) { return k, k >> 32 },
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &Index{c: c, maxBytes: maxBytes, counters: counters}, nil
-}
-
-// Get returns the location recorded for hash h.
-func (x *Index) Get(h uint64) (Loc, bool) { return x.c.Get(h) }
-
-// Put records that a sector hashing to h is at loc.
-func (x *Index) Put(h uint64, loc Loc) { x.c.Set(h, loc, entryCost) }
-
-// Bytes is the DRAM the index holds now, by its accounting.
-func (x *Index) Bytes() int64 {
-	m := x.c.Metrics
-	if m == nil {
-		return 0
-	}
-	return x.counters + int64(m.CostAdded()-m.CostEvicted())
-}
-
-// MaxBytes is the index's bound.
-func (x *Index) MaxBytes() int64 { return x.maxBytes }
-
-// Wait applies buffered puts (tests).
-func (x *Index) Wait() { x.c.Wait() }
-
-// Close releases the index.
-func (x *Index) Close() { x.c.Close() }
 
 // Run is a piece of a write's plan: sectors [Start, End) of the write are
 // new data (Dup false) or the same bytes as sectors Src.Sector.. of the
@@ -173,7 +105,7 @@ func Plan(p []byte, hashes []uint64, src Source, isZero func(i int) bool, plan [
 		for i+fwd < n && k+fwd < int(loc.Sectors) && string(stored(k+fwd)) == string(sector(i+fwd)) {
 			fwd++
 		}
-		if back+fwd < MinRun {
+		if back+fwd < MinRun && back+fwd+zeroRun(i-back-1, -1, done, isZero)+zeroRun(i+fwd, 1, n, isZero) < MinRun {
 			i++
 			continue
 		}
@@ -190,4 +122,15 @@ func Plan(p []byte, hashes []uint64, src Source, isZero func(i int) bool, plan [
 		plan = append(plan, Run{Start: done, End: n})
 	}
 	return plan
+}
+
+// zeroRun counts the zero sectors from i in direction dir (1 or -1) up to
+// limit (exclusive; -1 goes down to and including limit), at most MinRun.
+func zeroRun(i, dir, limit int, isZero func(int) bool) int {
+	c := 0
+	for c < MinRun && (dir > 0 && i < limit || dir < 0 && i >= limit) && isZero(i) {
+		c++
+		i += dir
+	}
+	return c
 }

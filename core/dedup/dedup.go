@@ -67,15 +67,27 @@ type Source interface {
 }
 
 // Plan cuts the n sectors of p into runs, in order, covering all of them:
-// duplicate runs of at least MinRun sectors found through src, and the new
-// runs between them. hashes[i] is Hash of sector i. Zero sectors are
-// never looked up (the write path stores them as metadata). plan is
-// reused for the result.
+// duplicate runs found through src, and the new runs between them.
+// hashes[i] is Hash of sector i. Zero sectors are never looked up (the
+// write path stores them as metadata). plan is reused for the result.
+//
+// A duplicate run is MinRun sectors or more, counting the zero sectors
+// next to it and the duplicate runs it abuts: a duplicate region of the
+// write spans several stored cblocks, each piece a run of its own, and a
+// piece at a cblock boundary that is not a multiple of RecordEvery may be
+// short. A short piece that ends where its cblock ends waits for the next
+// piece to abut it; one that starts where the previous duplicate run ends
+// joins it.
 func Plan(p []byte, hashes []uint64, src Source, isZero func(i int) bool, plan []Run) []Run {
 	n := len(p) / SectorSize
 	plan = plan[:0]
 	sector := func(i int) []byte { return p[i*SectorSize : (i+1)*SectorSize] }
 	done := 0 // sectors before done are planned
+	// wait is a short duplicate run that ended at its cblock's end, kept
+	// until the next run found shows whether they abut (none when
+	// wait.End == 0). Its sectors are not planned yet: when the next run
+	// does not abut it, they are new data.
+	var wait Run
 	for i := 0; i < n; {
 		if isZero(i) {
 			i++
@@ -97,25 +109,46 @@ func Plan(p []byte, hashes []uint64, src Source, isZero func(i int) bool, plan [
 			i++ // a collision, or the cblock was not what the index said
 			continue
 		}
+		floor := max(done, wait.End)
 		back := 0
-		for i-back-1 >= done && k-back-1 >= 0 && string(stored(k-back-1)) == string(sector(i-back-1)) {
+		for i-back-1 >= floor && k-back-1 >= 0 && string(stored(k-back-1)) == string(sector(i-back-1)) {
 			back++
 		}
 		fwd := 1
 		for i+fwd < n && k+fwd < int(loc.Sectors) && string(stored(k+fwd)) == string(sector(i+fwd)) {
 			fwd++
 		}
-		if back+fwd < MinRun && back+fwd+zeroRun(i-back-1, -1, done, isZero)+zeroRun(i+fwd, 1, n, isZero) < MinRun {
+		start, end := i-back, i+fwd
+		run := Run{Start: start, End: end, Dup: true, Src: loc}
+		run.Src.Sector = uint16(k - back)
+		waiting := wait.End > 0 && wait.End == start
+		long := end-start >= MinRun ||
+			end-start+zeroRun(start-1, -1, floor, isZero)+zeroRun(end, 1, n, isZero) >= MinRun ||
+			start == done && len(plan) > 0 && plan[len(plan)-1].Dup ||
+			waiting && end-wait.Start >= MinRun
+		if !long {
+			if k+fwd == int(loc.Sectors) && end < n {
+				// Ends where its cblock does: the next piece may abut it.
+				// (A wait it replaces is dropped: two pieces are not
+				// kept waiting.)
+				wait = run
+				i = end
+				continue
+			}
 			i++
 			continue
 		}
-		start, end := i-back, i+fwd
+		if waiting {
+			start = wait.Start
+		}
 		if start > done {
 			plan = append(plan, Run{Start: done, End: start})
 		}
-		src := loc
-		src.Sector = uint16(k - back)
-		plan = append(plan, Run{Start: start, End: end, Dup: true, Src: src})
+		if waiting {
+			plan = append(plan, wait)
+		}
+		plan = append(plan, run)
+		wait = Run{}
 		done, i = end, end
 	}
 	if done < n {

@@ -78,19 +78,6 @@ func checkPlan(t *testing.T, p []byte, plan []Run, src *memSource) int {
 		if !r.Dup {
 			continue
 		}
-		if l := r.End - r.Start; l < MinRun {
-			// Allowed when zero sectors next to it make up MinRun.
-			zero := func(i int) bool { return i >= 0 && i < n && isZeroBytes(p[i*SectorSize:(i+1)*SectorSize]) }
-			for i := r.Start - 1; zero(i); i-- {
-				l++
-			}
-			for i := r.End; zero(i); i++ {
-				l++
-			}
-			if l < MinRun {
-				t.Fatalf("dup run %v shorter than %d with its zero neighbours", r, MinRun)
-			}
-		}
 		c := src.cblocks[r.Src.Offset]
 		want := c[int(r.Src.Sector)*SectorSize : (int(r.Src.Sector)+r.End-r.Start)*SectorSize]
 		if !bytes.Equal(p[r.Start*SectorSize:r.End*SectorSize], want) {
@@ -100,6 +87,30 @@ func checkPlan(t *testing.T, p []byte, plan []Run, src *memSource) int {
 	}
 	if at != n {
 		t.Fatalf("plan %v ends at %d, want %d", plan, at, n)
+	}
+	// Each group of duplicate runs back to back, with the zero sectors
+	// around it, is MinRun sectors or more.
+	zero := func(i int) bool { return i >= 0 && i < n && isZeroBytes(p[i*SectorSize:(i+1)*SectorSize]) }
+	for g := 0; g < len(plan); {
+		if !plan[g].Dup {
+			g++
+			continue
+		}
+		e := g
+		for e+1 < len(plan) && plan[e+1].Dup {
+			e++
+		}
+		l := plan[e].End - plan[g].Start
+		for i := plan[g].Start - 1; zero(i); i-- {
+			l++
+		}
+		for i := plan[e].End; zero(i); i++ {
+			l++
+		}
+		if l < MinRun {
+			t.Fatalf("plan %v: duplicate runs %v shorter than %d with their zero neighbours", plan, plan[g:e+1], MinRun)
+		}
+		g = e + 1
 	}
 	return dup
 }
@@ -186,6 +197,30 @@ func TestPlanEdges(t *testing.T) {
 	} {
 		if dup := checkPlan(t, c.p, Plan(c.p, hashes(c.p, Hash), tailSrc, zeroIn(c.p), nil), tailSrc); dup != c.dup {
 			t.Errorf("%s: %d duplicate sectors, want %d", c.name, dup, c.dup)
+		}
+	}
+
+	// A copy spanning two stored cblocks whose boundary is not a multiple
+	// of RecordEvery: a piece shorter than MinRun on either side of the
+	// boundary counts with the piece it abuts.
+	pieces := newMemSource()
+	ab := randomSectors(rng, 32)
+	pieces.store(0, ab[:11*SectorSize])               // cblock A: sectors 0-10
+	pieces.store(11, ab[11*SectorSize:24*SectorSize]) // cblock B: 11-23
+	pieces.store(24, ab[24*SectorSize:30*SectorSize]) // cblock C: 24-29
+	for _, c := range []struct {
+		name     string
+		from, to int // the copied sectors of ab
+		dup      int
+	}{
+		{"6 sectors ending A, then B", 5, 24, 19},
+		{"B, then 6 sectors of C", 11, 30, 19},
+		{"6 sectors ending A, 3 of B", 5, 14, 0},
+	} {
+		cp := slicesConcat(randomSectors(rng, 3), ab[c.from*SectorSize:c.to*SectorSize], randomSectors(rng, 3))
+		plan := Plan(cp, hashes(cp, Hash), pieces, noZero, nil)
+		if dup := checkPlan(t, cp, plan, pieces); dup != c.dup {
+			t.Errorf("%s: %d duplicate sectors, want %d (plan %v)", c.name, dup, c.dup, plan)
 		}
 	}
 

@@ -86,8 +86,9 @@ type Array struct {
 	// refs keeps inline dedup from referencing segments GC is collecting.
 	refs refGate
 	// dedup is the inline dedup index; nil with Options.NoDedup.
-	dedup *dedup.Index
-	dt    *pyramid.Relation // dedup table
+	dedup   *dedup.Index
+	dt      *pyramid.Relation // dedup table
+	dtQueue chan dedupRecord  // to writeDedupTable
 
 	// ops is held shared by every operation and exclusively by Close.
 	ops    sync.RWMutex
@@ -404,6 +405,11 @@ func (a *Array) start() {
 	a.cancel = cancel
 	a.wg.Add(1)
 	go a.maintain(ctx)
+	if a.dedup != nil {
+		a.dtQueue = make(chan dedupRecord, dtQueueLen)
+		a.wg.Add(1)
+		go a.writeDedupTable(ctx)
+	}
 }
 
 // enter admits an operation; exit ends it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // dedupStats returns the array's dedup counters and physical bytes.
@@ -47,6 +48,16 @@ func TestDedupShiftedCopy(t *testing.T) {
 		if !bytes.Equal(got, data) {
 			t.Fatalf("copy at %d reads back wrong", at)
 		}
+	}
+	// The original's recorded sectors (one in 8) reach the dedup table,
+	// in the background.
+	want := int64(len(data) / SectorSize / 8)
+	deadline := time.Now().Add(10 * time.Second)
+	for e.a.Stats().Counters["dedup_table_tuples"] < want && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c := e.a.Stats().Counters; c["dedup_table_tuples"] < want || c["dedup_table_dropped"] != 0 {
+		t.Errorf("dedup table: %d tuples written, %d dropped; want at least %d written", c["dedup_table_tuples"], c["dedup_table_dropped"], want)
 	}
 }
 

@@ -20,8 +20,10 @@ type counters struct {
 	// Inline dedup: runs and sectors stored as references to existing
 	// cblocks; index hits (before confirmation); candidates unreadable.
 	dedupRuns, dedupSectors, dedupLookupHits, dedupUnreadable atomic.Int64
-	partReads                                                 atomic.Int64 // reads of part of a raw cblock
-	batchReads                                                atomic.Int64 // segment reads of several adjacent cblocks
+	// Dedup table tuples written, and dropped (queue full, write failed).
+	dedupTableTuples, dedupTableDropped atomic.Int64
+	partReads                           atomic.Int64 // reads of part of a raw cblock
+	batchReads                          atomic.Int64 // segment reads of several adjacent cblocks
 }
 
 // Stats returns the array's figures.
@@ -108,6 +110,7 @@ func (a *Array) Stats() Stats {
 		"dedup_runs": c.dedupRuns.Load(), "dedup_sectors": c.dedupSectors.Load(),
 		"dedup_bytes_saved": c.dedupSectors.Load() * SectorSize,
 		"dedup_index_hits":  c.dedupLookupHits.Load(), "dedup_unreadable": c.dedupUnreadable.Load(),
+		"dedup_table_tuples": c.dedupTableTuples.Load(), "dedup_table_dropped": c.dedupTableDropped.Load(),
 		"partial_reads": c.partReads.Load(), "batched_reads": c.batchReads.Load(),
 	} {
 		st.Counters[k] = v

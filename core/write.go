@@ -223,9 +223,7 @@ func (a *Array) buildNew(ctx context.Context, w *writeCtx, m, lba uint64, p []by
 			return err
 		}
 		if a.dedup != nil {
-			if err := a.recordCblock(w, lba, i, j, addr); err != nil {
-				return err
-			}
+			a.recordCblock(w, lba, i, j, addr)
 		}
 		a.stats.cblocks.Add(1)
 		a.stats.cblockLogical.Add(int64((j - i) * SectorSize))

@@ -144,9 +144,8 @@ func (a *Array) publishDedup(w *writeCtx) {
 // Dedup table writing. The table (hash -> cblock location, one tuple per
 // recorded sector) is the complete record the GC's thorough dedup pass
 // works from. Its tuples are written in large batches by one goroutine,
-// off the write path: in each write's own batch they cost a quarter of
-// the write throughput on compressible data (bench/RESULTS.md, "Inline
-// dedup"). A tuple is queued only once the write that stored its cblock
+// off the write path: a write's NVRAM entry carries only its own facts,
+// and the table's commits are few and large. A tuple is queued only once the write that stored its cblock
 // is durable, so the table never names a cblock a crash could lose; a
 // tuple lost to a crash or a full queue only costs a duplicate found
 // later (or not at all), never correctness.

@@ -407,8 +407,9 @@ func (a *Array) start() {
 	go a.maintain(ctx)
 	if a.dedup != nil {
 		a.dtQueue = make(chan dedupRecord, dtQueueLen)
-		a.wg.Add(1)
+		a.wg.Add(2)
 		go a.writeDedupTable(ctx)
+		go a.warmDedup(ctx)
 	}
 }
 

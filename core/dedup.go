@@ -184,7 +184,7 @@ func (a *Array) writeDedupTable(ctx context.Context) {
 		case <-tick.C:
 			flush()
 		case r := <-a.dtQueue:
-			if err := b.Insert(a.dt, r.hash, r.loc.Segment, uint64(r.loc.Offset), uint64(r.loc.CLen), uint64(r.loc.Sector)); err != nil {
+			if err := b.Insert(a.dt, r.hash, r.loc.Segment, uint64(r.loc.Offset), uint64(r.loc.CLen), dtPlace(r.loc)); err != nil {
 				a.stats.dedupTableDropped.Add(1)
 				continue
 			}
@@ -192,5 +192,46 @@ func (a *Array) writeDedupTable(ctx context.Context) {
 				flush()
 			}
 		}
+	}
+}
+
+// dtPlace packs a location's sector and cblock length (both in sectors)
+// into the dedup table's place field.
+func dtPlace(l dedup.Loc) uint64 { return uint64(l.Sector) | uint64(l.Sectors)<<16 }
+
+// warmDedup fills the inline index from the dedup table when the array
+// opens, so data written before a restart is found again: entries are
+// added only into free room (what writes put since the start is newer),
+// until the index is nine-tenths full or the table ends. The table is in
+// hash order, so a table larger than the index gives an arbitrary part of
+// it. Runs in the background; the counter dedup_index_loaded says how far
+// it got.
+func (a *Array) warmDedup(ctx context.Context) {
+	defer a.wg.Done()
+	start := time.Now()
+	it := a.dt.NewIter(ctx, pyramid.IterOptions{})
+	defer it.Close()
+	limit := a.dedup.Stats().Capacity * 9 / 10
+	seen := 0
+	for it.Next() {
+		t := it.Tuple()
+		place := t[4]
+		loc := dedup.Loc{Segment: t[1], Offset: int64(t[2]), CLen: int32(t[3]), Sector: uint16(place), Sectors: uint16(place >> 16)}
+		if loc.Sectors == 0 || loc.Sector >= loc.Sectors {
+			continue
+		}
+		if a.dedup.Add(t[0], loc) {
+			a.stats.dedupLoaded.Add(1)
+		}
+		if seen++; seen%4096 == 0 && a.dedup.Stats().Entries >= limit {
+			break
+		}
+	}
+	if err := it.Err(); err != nil && ctx.Err() == nil {
+		a.log.Warn("core: dedup index not fully loaded from the dedup table", "loaded", a.stats.dedupLoaded.Load(), "err", err)
+		return
+	}
+	if n := a.stats.dedupLoaded.Load(); n > 0 {
+		a.log.Info("core: dedup index loaded from the dedup table", "entries", n, "took", time.Since(start).Round(time.Millisecond))
 	}
 }

@@ -51,13 +51,9 @@ func TestDedupShiftedCopy(t *testing.T) {
 	}
 	// The original's recorded sectors (one in 8) reach the dedup table,
 	// in the background.
-	want := int64(len(data) / SectorSize / 8)
-	deadline := time.Now().Add(10 * time.Second)
-	for e.a.Stats().Counters["dedup_table_tuples"] < want && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if c := e.a.Stats().Counters; c["dedup_table_tuples"] < want || c["dedup_table_dropped"] != 0 {
-		t.Errorf("dedup table: %d tuples written, %d dropped; want at least %d written", c["dedup_table_tuples"], c["dedup_table_dropped"], want)
+	waitCounter(t, e, "dedup_table_tuples", int64(len(data)/SectorSize/8))
+	if d := e.a.Stats().Counters["dedup_table_dropped"]; d != 0 {
+		t.Errorf("dedup table: %d tuples dropped", d)
 	}
 }
 
@@ -203,4 +199,47 @@ func TestDedupAcrossDeletes(t *testing.T) {
 	check("after the deletes")
 	e.restart()
 	check("after a restart")
+}
+
+// TestDedupAfterRestart: data written before a restart is found again
+// after it: the index is filled from the dedup table when the array
+// opens.
+func TestDedupAfterRestart(t *testing.T) {
+	e := newSimEnv(t, simConfig{})
+	if _, err := e.a.CreateVolume(e.ctx, "vol", 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	data := make([]byte, 512<<10)
+	fillData(rng, data, false)
+	if err := e.volume("vol").WriteAt(e.ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitCounter(t, e, "dedup_table_tuples", int64(len(data)/SectorSize/8))
+	e.restart()
+	waitCounter(t, e, "dedup_index_loaded", int64(len(data)/SectorSize/8))
+	before, _ := dedupStats(e)
+	const copyAt = 2<<20 + 3*SectorSize
+	if err := e.volume("vol").WriteAt(e.ctx, data, copyAt); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := dedupStats(e); (after-before)*10 < int64(len(data)/SectorSize)*9 {
+		t.Errorf("after a restart, %d of %d sectors of a copy deduplicated", after-before, len(data)/SectorSize)
+	}
+	got := make([]byte, len(data))
+	if err := e.volume("vol").ReadAt(e.ctx, got, copyAt); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("copy reads back wrong (%v)", err)
+	}
+}
+
+// waitCounter waits up to 10 s for counter name to reach want.
+func waitCounter(t *testing.T, e *simEnv, name string, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.a.Stats().Counters[name] < want && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := e.a.Stats().Counters[name]; got < want {
+		t.Fatalf("%s is %d after 10 s, want at least %d", name, got, want)
+	}
 }

@@ -22,6 +22,7 @@ type counters struct {
 	dedupRuns, dedupSectors, dedupLookupHits, dedupUnreadable atomic.Int64
 	// Dedup table tuples written, and dropped (queue full, write failed).
 	dedupTableTuples, dedupTableDropped atomic.Int64
+	dedupLoaded                         atomic.Int64 // index entries loaded from the table at open
 	partReads                           atomic.Int64 // reads of part of a raw cblock
 	batchReads                          atomic.Int64 // segment reads of several adjacent cblocks
 }
@@ -110,7 +111,7 @@ func (a *Array) Stats() Stats {
 		"dedup_runs": c.dedupRuns.Load(), "dedup_sectors": c.dedupSectors.Load(),
 		"dedup_bytes_saved": c.dedupSectors.Load() * SectorSize,
 		"dedup_index_hits":  c.dedupLookupHits.Load(), "dedup_unreadable": c.dedupUnreadable.Load(),
-		"dedup_table_tuples": c.dedupTableTuples.Load(), "dedup_table_dropped": c.dedupTableDropped.Load(),
+		"dedup_table_tuples": c.dedupTableTuples.Load(), "dedup_index_loaded": c.dedupLoaded.Load(), "dedup_table_dropped": c.dedupTableDropped.Load(),
 		"partial_reads": c.partReads.Load(), "batched_reads": c.batchReads.Load(),
 	} {
 		st.Counters[k] = v

@@ -153,6 +153,35 @@ func (x *Index) Put(h uint64, loc Loc) {
 	}
 }
 
+// Add records h at loc only where that displaces nothing: h is absent
+// and its bucket has a free entry. It reports whether it added h. For
+// filling the index from the dedup table at start, while writes put
+// newer locations.
+func (x *Index) Add(h uint64, loc Loc) bool {
+	b, h := x.bucket(h)
+	first := b * Ways
+	mu := x.lock(b)
+	mu.Lock()
+	defer mu.Unlock()
+	free := -1
+	for i := first; i < first+Ways; i++ {
+		switch x.hashes[i] {
+		case h:
+			return false
+		case 0:
+			if free < 0 {
+				free = int(i)
+			}
+		}
+	}
+	if free < 0 {
+		return false
+	}
+	x.hashes[free], x.locs[free], x.counts[free] = h, loc, 0
+	x.entries.Add(1)
+	return true
+}
+
 // Bytes is the memory the index holds: all of it from the start, at most
 // the bound it was made with.
 func (x *Index) Bytes() int64 { return x.bytes }

@@ -142,3 +142,29 @@ func BenchmarkIndexGetMiss(b *testing.B) {
 		x.Get(i * 0x9E3779B97F4A7C15)
 	}
 }
+
+// TestIndexAdd: Add fills free room only; it never replaces an entry.
+func TestIndexAdd(t *testing.T) {
+	x := NewIndex(MinIndexBytes)
+	if !x.Add(42, Loc{Offset: 1}) || x.Add(42, Loc{Offset: 2}) {
+		t.Fatal("Add of a new hash, then of the same hash again")
+	}
+	if l, _ := x.Get(42); l.Offset != 1 {
+		t.Errorf("Add replaced a location: %+v", l)
+	}
+	// Fill the index with Put, then Add must not evict anything.
+	rng := rand.New(rand.NewPCG(4, 4))
+	for range 3 * x.Stats().Capacity {
+		x.Put(rng.Uint64(), Loc{})
+	}
+	ev := x.Stats().Evictions
+	added := 0
+	for range 10000 {
+		if x.Add(rng.Uint64(), Loc{}) {
+			added++
+		}
+	}
+	if x.Stats().Evictions != ev || added > 100 {
+		t.Errorf("Add into a full index: %d added, %d evictions", added, x.Stats().Evictions-ev)
+	}
+}

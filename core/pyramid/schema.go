@@ -222,8 +222,10 @@ func StandardSchemas() []Schema {
 		},
 		{
 			Name: DedupTable, ID: 4,
-			Keys:   []string{"hash"},
-			Values: []string{"segment", "offset", "clen", "sector"},
+			Keys: []string{"hash"},
+			// place: the sector's index in its cblock in the low 16
+			// bits, the cblock's logical sectors in the next 16.
+			Values: []string{"segment", "offset", "clen", "place"},
 		},
 		{
 			Name: LinkTable, ID: 5,

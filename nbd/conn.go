@@ -141,12 +141,14 @@ func (c *conn) getReason() error {
 }
 
 // kill closes the connection at once: the reader and writer fail, and
-// the context handed to the export is cancelled.
+// the context handed to the export is cancelled. The socket is closed
+// first: an export call woken by the cancellation must find nothing to
+// send its reply on (a hard close sends nothing more).
 func (c *conn) kill(err error) {
 	c.setReason(err)
-	c.cancel()
 	c.shutdownSocket(unix.SHUT_RDWR)
 	c.raw.Close()
+	c.cancel()
 }
 
 // setBlocking switches raw's socket to blocking mode for transmission,

@@ -28,6 +28,31 @@ const (
 
 func benchArray(b *testing.B, be string, opts ...func(*Options)) (*Array, *Volume) {
 	b.Helper()
+	devs := benchDevices(b, be)
+	ctx := context.Background()
+	o := Options{Drives: devs[:benchDrives], NVRAM: devs[benchDrives], Geometry: benchGeometry, Logger: quiet}
+	for _, f := range opts {
+		f(&o)
+	}
+	a, err := Create(ctx, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { a.Close(ctx) })
+	if _, err := a.CreateVolume(ctx, "vol", benchVolBytes); err != nil {
+		b.Fatal(err)
+	}
+	v, err := a.Volume("vol")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a, v
+}
+
+// benchDevices opens benchDrives drives and an NVRAM of backend be (file
+// or sim, in a temporary directory), closed when b ends; the NVRAM last.
+func benchDevices(b *testing.B, be string) []backend.Device {
+	b.Helper()
 	dir := b.TempDir()
 	var devs []backend.Device
 	for i := range benchDrives + 1 {
@@ -48,24 +73,7 @@ func benchArray(b *testing.B, be string, opts ...func(*Options)) (*Array, *Volum
 		devs = append(devs, d)
 		b.Cleanup(func() { d.Close() })
 	}
-	ctx := context.Background()
-	o := Options{Drives: devs[:benchDrives], NVRAM: devs[benchDrives], Geometry: benchGeometry, Logger: quiet}
-	for _, f := range opts {
-		f(&o)
-	}
-	a, err := Create(ctx, o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { a.Close(ctx) })
-	if _, err := a.CreateVolume(ctx, "vol", benchVolBytes); err != nil {
-		b.Fatal(err)
-	}
-	v, err := a.Volume("vol")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return a, v
+	return devs
 }
 
 // stampSectors makes every sector of p new data: its first 8 bytes get

@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
-
-	"github.com/shalestore/shale/backend"
 )
 
 // readBenchBytes is the region the read benchmarks write first (1 MiB
@@ -20,21 +17,7 @@ const readBenchBytes = 64 << 20
 // opens it again with a cblock cache of cacheBytes.
 func readBenchArray(b *testing.B, compressible bool, cacheBytes int64) *Volume {
 	b.Helper()
-	dir := b.TempDir()
-	var devs []backend.Device
-	for i := range benchDrives + 1 {
-		sp := backend.Spec{Name: fmt.Sprintf("drives[%d]", i), Backend: "file", Size: benchDriveBytes, Kind: backend.SSD}
-		if i == benchDrives {
-			sp.Name, sp.Size, sp.Kind = "nvram", benchNVRAMBytes, backend.NVRAM
-		}
-		sp.Path = filepath.Join(dir, sp.Name)
-		d, err := backend.Open(sp)
-		if err != nil {
-			b.Fatal(err)
-		}
-		devs = append(devs, d)
-		b.Cleanup(func() { d.Close() })
-	}
+	devs := benchDevices(b, "file")
 	ctx := context.Background()
 	opts := Options{Drives: devs[:benchDrives], NVRAM: devs[benchDrives], Geometry: benchGeometry, Logger: quiet}
 	a, err := Create(ctx, opts)

@@ -96,6 +96,7 @@ func (a *Array) dedupPlan(ctx context.Context, w *writeCtx, p []byte) []dedup.Ru
 	for i := range nsec {
 		d.hashes = append(d.hashes, hash(p[i*SectorSize:(i+1)*SectorSize]))
 	}
+	a.dedup.Prefetch(d.hashes)
 	d.src.a, d.src.ctx = a, ctx
 	d.plan = dedup.Plan(p, d.hashes, &d.src, func(i int) bool { return isZeroSector(p[i*SectorSize : (i+1)*SectorSize]) }, d.plan)
 	d.src.ctx = nil

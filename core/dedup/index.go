@@ -27,7 +27,7 @@ import (
 //
 // Safe for concurrent use: buckets are guarded by striped locks.
 type Index struct {
-	hashes []uint64 // Ways per bucket; 0 is an empty entry
+	hashes []uint64 // Ways per bucket; 0 is an empty entry; written atomically (Prefetch reads them unlocked)
 	locs   []Loc
 	counts []uint8
 	hands  []uint8 // per bucket
@@ -101,6 +101,23 @@ func (x *Index) Get(h uint64) (Loc, bool) {
 	return Loc{}, false
 }
 
+// Prefetch touches the buckets of hashes so that the Gets that follow
+// find them in the CPU cache: the loads here do not depend on each other,
+// so the CPU overlaps their cache misses, where Get's, one after another
+// under a lock, wait for each in turn.
+func (x *Index) Prefetch(hashes []uint64) {
+	var sink uint64
+	for _, h := range hashes {
+		b, _ := x.bucket(h)
+		// Atomic: Puts store hashes under a lock this does not take.
+		sink += atomic.LoadUint64(&x.hashes[b*Ways])
+	}
+	prefetchSink.Store(sink)
+}
+
+// prefetchSink keeps Prefetch's loads from being optimised away.
+var prefetchSink atomic.Uint64
+
 // Put records that a sector hashing to h is at loc; an entry of the same
 // hash takes the new location (newer data is likelier to be read again
 // soon, and to survive GC).
@@ -124,7 +141,8 @@ func (x *Index) Put(h uint64, loc Loc) {
 		}
 	}
 	if free >= 0 {
-		x.hashes[free], x.locs[free], x.counts[free] = h, loc, 0
+		atomic.StoreUint64(&x.hashes[free], h)
+		x.locs[free], x.counts[free] = loc, 0
 		x.entries.Add(1)
 		return
 	}
@@ -145,7 +163,8 @@ func (x *Index) Put(h uint64, loc Loc) {
 		w := (hand + k) % Ways
 		if c[w] == 0 {
 			i := first + uint64(w)
-			x.hashes[i], x.locs[i], c[w] = h, loc, 0
+			atomic.StoreUint64(&x.hashes[i], h)
+			x.locs[i], c[w] = loc, 0
 			x.hands[b] = uint8((w + 1) % Ways)
 			x.evictions.Add(1)
 			return
@@ -177,7 +196,8 @@ func (x *Index) Add(h uint64, loc Loc) bool {
 	if free < 0 {
 		return false
 	}
-	x.hashes[free], x.locs[free], x.counts[free] = h, loc, 0
+	atomic.StoreUint64(&x.hashes[free], h)
+	x.locs[free], x.counts[free] = loc, 0
 	x.entries.Add(1)
 	return true
 }

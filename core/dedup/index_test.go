@@ -168,3 +168,29 @@ func TestIndexAdd(t *testing.T) {
 		t.Errorf("Add into a full index: %d added, %d evictions", added, x.Stats().Evictions-ev)
 	}
 }
+
+// BenchmarkIndexGet64 looks up a write's worth of new hashes (64 sectors,
+// all misses) in a full 64 MiB index, with and without Prefetch first.
+func BenchmarkIndexGet64(b *testing.B) {
+	x := NewIndex(64 << 20)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range x.Stats().Capacity {
+		x.Put(rng.Uint64(), Loc{})
+	}
+	hs := make([]uint64, 64)
+	for _, pre := range []bool{false, true} {
+		b.Run(map[bool]string{false: "get", true: "prefetch+get"}[pre], func(b *testing.B) {
+			for b.Loop() {
+				for i := range hs {
+					hs[i] = rng.Uint64()
+				}
+				if pre {
+					x.Prefetch(hs)
+				}
+				for _, h := range hs {
+					x.Get(h)
+				}
+			}
+		})
+	}
+}
